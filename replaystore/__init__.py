@@ -1,0 +1,33 @@
+"""replaystore: a disk-backed experience-replay dataset store for reinforcement learning.
+
+The data flow is collect -> store -> sample -> train -> agent::
+
+    import replaystore as rs
+    store = rs.create("buf.zarr", observation_space=env.observation_space,
+                      action_space=env.action_space, capacity=1_000_000)
+    store.extend(batch)
+    sampler = rs.UniformSampler(store, batch_size=256, seed=0)
+"""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _pkg_version
+
+try:
+    __version__ = _pkg_version("replaystore")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+from .errors import *  # noqa: E402,F403
+from .errors import __all__ as _errors_all  # noqa: E402
+from .storage import FORMAT_VERSION, Field, ReplayStore, Schema, create, open  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "create",
+    "open",
+    "ReplayStore",
+    "Field",
+    "Schema",
+    "FORMAT_VERSION",
+    *_errors_all,
+]

@@ -1,0 +1,69 @@
+"""The replaystore error hierarchy.
+
+Every error raised on purpose by replaystore derives from :class:`ReplayStoreError`
+and also from the builtin exception that matches it, so ``except ValueError`` keeps
+working for callers that do not know about replaystore.
+
+>>> issubclass(SchemaError, ValueError) and issubclass(SchemaError, ReplayStoreError)
+True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ReplayStoreError",
+    "SchemaError",
+    "SpaceError",
+    "NotAStoreError",
+    "FormatVersionError",
+    "StoreModeError",
+    "EmptyStoreError",
+    "SamplerError",
+    "CorruptStoreError",
+    "StoreLockedError",
+    "RowIndexError",
+]
+
+
+class ReplayStoreError(Exception):
+    """Root of every error replaystore raises on purpose."""
+
+
+class SchemaError(ReplayStoreError, ValueError):
+    """Data does not match the store's schema (missing/unknown field, shape, dtype)."""
+
+
+class SpaceError(ReplayStoreError, ValueError):
+    """A gymnasium space cannot be stored, or a value does not fit its space."""
+
+
+class NotAStoreError(ReplayStoreError, FileNotFoundError):
+    """The path does not hold a replaystore store."""
+
+
+class FormatVersionError(ReplayStoreError, ValueError):
+    """The store was written by an incompatible format version."""
+
+
+class StoreModeError(ReplayStoreError, PermissionError):
+    """The operation needs a mode the store was not opened with (e.g. writing in mode 'r')."""
+
+
+class EmptyStoreError(ReplayStoreError, IndexError):
+    """Reading or sampling from a store that holds no rows."""
+
+
+class SamplerError(ReplayStoreError, ValueError):
+    """A sampler was configured with arguments that cannot work."""
+
+
+class CorruptStoreError(ReplayStoreError, OSError):
+    """Files of the store are damaged or missing."""
+
+
+class StoreLockedError(ReplayStoreError, BlockingIOError):
+    """Another process holds the store's writer lock."""
+
+
+class RowIndexError(ReplayStoreError, IndexError):
+    """A row index is outside the rows the store holds."""

@@ -1,0 +1,204 @@
+"""Memory maps of uncompressed chunk files, stitched into one contiguous array per field.
+
+An uncompressed Zarr v3 array (``bytes`` codec, little endian) stores every chunk as a
+plain C-order block, padded to the full chunk shape. When a chunk's byte size is a
+multiple of the page size, the chunk files of one field can be mapped side by side into
+one reserved range of virtual memory, so the whole field reads as a single numpy array:
+a random gather then costs exactly what it costs on one ``np.memmap``. Pages are
+file-backed, so they count against the page cache, not the process's anonymous memory.
+
+On platforms without ``mmap(MAP_FIXED)`` (or for chunks that are not page-aligned) the
+field falls back to one ``np.memmap`` per chunk and batches are gathered chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+import sys
+
+import numpy as np
+
+from ..errors import CorruptStoreError
+
+__all__ = ["ChunkedView", "contiguous_supported"]
+
+_PAGE = mmap.PAGESIZE
+_libc = None
+if sys.platform.startswith("linux") or sys.platform == "darwin":
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _libc.mmap.restype = ctypes.c_void_p
+        _libc.mmap.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long,
+        ]
+        _libc.munmap.restype = ctypes.c_int
+        _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _libc.madvise.restype = ctypes.c_int
+        _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        _libc = None
+
+_MAP_FIXED = 0x10
+_MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0x40
+_MAP_FAILED = ctypes.c_void_p(-1).value
+MADV_NORMAL, MADV_RANDOM = 0, 1
+
+
+def contiguous_supported(chunk_bytes: int) -> bool:
+    """Whether chunk files of this size can be stitched into one contiguous view here."""
+    return _libc is not None and chunk_bytes > 0 and chunk_bytes % _PAGE == 0
+
+
+class ChunkedView:
+    """Read-only access to the rows of one uncompressed field, chunk files mapped lazily.
+
+    ``paths(k)`` gives the file of chunk ``k``; ``rows_needed`` says how many physical rows
+    must be readable. Call :meth:`ensure` when more rows became readable (new chunk files).
+    """
+
+    def __init__(self, chunk_path, *, dtype: np.dtype, shape: tuple[int, ...], chunk_rows: int,
+                 max_rows: int | None, name: str, advice: int = MADV_NORMAL) -> None:
+        self._chunk_path = chunk_path
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.chunk_rows = int(chunk_rows)
+        self.name = name
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        self.chunk_bytes = self.row_bytes * self.chunk_rows
+        self.contiguous = contiguous_supported(self.chunk_bytes)
+        self.advice = advice
+        self._mapped = 0  # chunks mapped so far
+        self._base = None
+        self._reserved = 0  # chunks the reservation can hold
+        self._max_chunks = None if max_rows is None else -(-max_rows // self.chunk_rows)
+        self._chunks: list[np.ndarray] = []
+        self._bufs: list = []
+        self._retired: list[tuple[int, int]] = []  # reservations replaced by a larger one  # (ctypes buffer, base, reserved bytes) of every array handed out
+        self.array: np.ndarray | None = None
+
+    # -- mapping -----------------------------------------------------------------------
+    def _check_file(self, k: int) -> str:
+        path = self._chunk_path(k)
+        try:
+            size = os.path.getsize(path)
+        except FileNotFoundError:
+            raise CorruptStoreError(
+                f"{path}: chunk {k} of field {self.name!r} is missing; expected a file of "
+                f"{self.chunk_bytes} bytes (rows {k * self.chunk_rows}..{(k + 1) * self.chunk_rows - 1})"
+            ) from None
+        if size != self.chunk_bytes:
+            raise CorruptStoreError(
+                f"{path}: chunk {k} of field {self.name!r} has {size} bytes; expected "
+                f"{self.chunk_bytes} (uncompressed, {self.chunk_rows} rows of {self.row_bytes} bytes)"
+            )
+        return path
+
+    def ensure(self, rows: int) -> None:
+        """Make physical rows ``[0, rows)`` readable."""
+        need = -(-rows // self.chunk_rows)
+        if need <= self._mapped:
+            return
+        if not self.contiguous:
+            for k in range(self._mapped, need):
+                path = self._check_file(k)
+                self._chunks.append(
+                    np.memmap(path, dtype=self.dtype, mode="r", shape=(self.chunk_rows, *self.shape))
+                )
+            self._mapped = need
+            return
+        if need > self._reserved:
+            self._reserve(need)
+        for k in range(self._mapped, need):
+            path = self._check_file(k)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                addr = self._base + k * self.chunk_bytes
+                got = _libc.mmap(addr, self.chunk_bytes, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
+                if got in (None, _MAP_FAILED) or got != addr:
+                    err = ctypes.get_errno()
+                    raise CorruptStoreError(f"{path}: cannot map chunk {k} of {self.name!r}: {os.strerror(err)}")
+                if self.advice != MADV_NORMAL:
+                    _libc.madvise(addr, self.chunk_bytes, self.advice)
+            finally:
+                os.close(fd)
+        self._mapped = need
+        self._make_array()
+
+    def _reserve(self, need: int) -> None:
+        # Reserve address space for (at least) twice what is needed, or the whole ring.
+        chunks = max(need, 2 * self._reserved, 8)
+        if self._max_chunks is not None:
+            chunks = max(need, min(chunks, self._max_chunks))
+        base = _libc.mmap(None, chunks * self.chunk_bytes, 0,
+                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
+        if base in (None, _MAP_FAILED):
+            raise MemoryError(f"cannot reserve address space for field {self.name!r}")
+        if self._base is not None:
+            self._retired.append((self._base, self._reserved * self.chunk_bytes))
+        self._base, self._reserved, self._mapped = base, chunks, 0
+        self.array = None
+
+    def _make_array(self) -> None:
+        nbytes = self._mapped * self.chunk_bytes
+        buf = (ctypes.c_char * nbytes).from_address(self._base)
+        self._bufs.append((buf, self._base, self._reserved * self.chunk_bytes))
+        arr = np.frombuffer(buf, dtype=self.dtype).reshape(self._mapped * self.chunk_rows, *self.shape)
+        arr.flags.writeable = False
+        self.array = arr
+
+    def advise(self, advice: int) -> None:
+        """Apply ``madvise`` to every mapped chunk (e.g. ``MADV_RANDOM`` for stores far larger than RAM)."""
+        self.advice = advice
+        if self.contiguous and self._mapped:
+            _libc.madvise(self._base, self._mapped * self.chunk_bytes, advice)
+
+    # -- reading -----------------------------------------------------------------------
+    def take(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Gather physical ``rows`` into ``out`` (shape ``(len(rows), *shape)``)."""
+        if self.contiguous:
+            return np.take(self.array, rows, axis=0, out=out)
+        cr = self.chunk_rows
+        ck = rows // cr
+        if ck.size and ck.min() == ck.max():
+            return np.take(self._chunks[int(ck[0])], rows - ck[0] * cr, axis=0, out=out)
+        order = np.argsort(ck, kind="stable")
+        sck = ck[order]
+        bounds = np.flatnonzero(np.diff(sck)) + 1
+        starts = np.concatenate(([0], bounds))
+        stops = np.concatenate((bounds, [len(sck)]))
+        for a, b in zip(starts, stops, strict=True):
+            k = int(sck[a])
+            sel = order[a:b]
+            out[sel] = self._chunks[k][rows[sel] - k * cr]
+        return out
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        """Physical rows ``[start, stop)`` (a view when possible, else a copy)."""
+        if self.contiguous:
+            return self.array[start:stop]
+        out = np.empty((stop - start, *self.shape), self.dtype)
+        return self.take(np.arange(start, stop, dtype=np.int64), out)
+
+    def close(self) -> None:
+        """Unmap everything no numpy array still points into (those ranges stay mapped)."""
+        self.array = None
+        self._chunks = []
+        if self._base is not None:
+            self._retired.append((self._base, self._reserved * self.chunk_bytes))
+        busy = set()
+        for buf, base, _ in self._bufs:
+            # references: the list entry, the loop variable, getrefcount's argument
+            if sys.getrefcount(buf) > 3:
+                busy.add(base)
+        del buf
+        self._bufs = []
+        for base, nbytes in self._retired:
+            if base not in busy:
+                _libc.munmap(base, nbytes)
+        self._retired = []
+        self._base = None
+        self._mapped = 0
+        self._reserved = 0

@@ -1,0 +1,987 @@
+"""ReplayStore: transitions in one chunked Zarr v3 array per field.
+
+>>> import tempfile, numpy as np, gymnasium as gym
+>>> import replaystore as rs
+>>> path = tempfile.mkdtemp() + "/demo.zarr"
+>>> with rs.create(path, observation_space=gym.spaces.Discrete(4),
+...                action_space=gym.spaces.Discrete(2), capacity=3) as store:
+...     for t in range(5):
+...         store.append(obs=t, action=t % 2, reward=1.0, next_obs=t + 1,
+...                      terminated=False, truncated=t == 4)
+>>> store = rs.open(path)
+>>> len(store), store.read([0, 2], fields=["obs"])["obs"].tolist()
+(3, [2, 4])
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import zarr
+
+from .. import spaces as _spaces
+from ..errors import (
+    CorruptStoreError,
+    EmptyStoreError,
+    FormatVersionError,
+    NotAStoreError,
+    RowIndexError,
+    SchemaError,
+    StoreModeError,
+)
+from . import ring
+from .files import WriterLock, atomic_write_json, chunk_path, read_json
+from .mapping import MADV_NORMAL, ChunkedView
+from .schema import Field, Schema
+
+__all__ = ["ReplayStore", "create", "open", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+META_KEY = "replaystore"
+STATE_KEY = "replaystore_state"
+_OPTIONAL = ("episode", "step")
+_SCALARS = (
+    Field("reward", "float32"),
+    Field("terminated", "bool"),
+    Field("truncated", "bool"),
+    Field("episode", "int64"),
+    Field("step", "int64"),
+)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------------------------------
+# creation
+# ---------------------------------------------------------------------------------------
+def _as_field(spec: Any, chunk_rows, codecs) -> Field:
+    if isinstance(spec, Field):
+        return spec
+    if isinstance(spec, Mapping):
+        return Field(**spec)
+    if isinstance(spec, Sequence) and not isinstance(spec, str) and 2 <= len(spec) <= 3:
+        name, dtype, *shape = spec
+        return Field(name, dtype, tuple(shape[0]) if shape else ())
+    raise SchemaError(
+        f"field spec {spec!r} not understood: expected Field, dict or (name, dtype[, shape])"
+    )
+
+
+def _per_field(option, name: str, default=None):
+    if isinstance(option, Mapping):
+        return option.get(name, default)
+    return default if option is None else option
+
+
+def _build_schema(observation_space, action_space, fields, extra_fields, chunk_rows, codecs):
+    out: list[Field] = []
+    spaces_json: dict[str, Any] = {}
+    if fields is not None:
+        if observation_space is not None or action_space is not None:
+            raise SchemaError("give either observation_space/action_space or fields=, not both")
+        out = [_as_field(f, chunk_rows, codecs) for f in fields]
+        names = {f.name for f in out}
+        for f in _SCALARS:
+            if f.name not in names:
+                out.append(f)
+    else:
+        if observation_space is None or action_space is None:
+            raise SchemaError(
+                "create() needs observation_space and action_space (gymnasium spaces), "
+                "or an explicit fields=[(name, dtype, shape), ...] list"
+            )
+        obs_fields = _spaces.flatten_space("obs", observation_space)
+        act_fields = _spaces.flatten_space("action", action_space)
+        spaces_json = {
+            "observation": _spaces.space_to_json(observation_space),
+            "action": _spaces.space_to_json(action_space),
+        }
+
+        def leaf(name, space, role):
+            dtype, shape = _spaces.field_spec(space)
+            return Field(name, dtype, shape, meta={"role": role, "space": _spaces.space_to_json(space)})
+
+        out += [leaf(n, s, "obs") for n, s in obs_fields]
+        out += [leaf(n, s, "action") for n, s in act_fields]
+        out.append(_SCALARS[0])
+        out += [leaf("next_" + n, s, "next_obs") for n, s in obs_fields]
+        out += list(_SCALARS[1:])
+    for spec in extra_fields or ():
+        out.append(_as_field(spec, chunk_rows, codecs))
+    final = []
+    for f in out:
+        cr = _per_field(chunk_rows, f.name, f.chunk_rows if isinstance(chunk_rows, Mapping) else None)
+        codec = _per_field(codecs, f.name, f.codec)
+        if isinstance(codecs, Mapping) and f.name not in codecs:
+            codec = f.codec
+        final.append(
+            Field(f.name, f.dtype, f.shape, cr if cr is not None else f.chunk_rows, codec, f.meta)
+        )
+    return Schema(final), spaces_json
+
+
+def _zarr_codecs(codec: str | None):
+    if codec is None:
+        return None
+    name, _, level = codec.partition(":")
+    level = int(level) if level else None
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+    if name == "zstd":
+        return [ZstdCodec(level=3 if level is None else level)]
+    if name in ("lz4", "blosc-lz4"):
+        return [BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle="shuffle")]
+    if name == "blosc-zstd":
+        return [BloscCodec(cname="zstd", clevel=3 if level is None else level, shuffle="shuffle")]
+    if name == "gzip":
+        return [GzipCodec(level=5 if level is None else level)]
+    raise SchemaError(f"unknown codec {codec!r}")  # pragma: no cover - parse_codec guards
+
+
+def create(
+    path: str | os.PathLike,
+    observation_space: gym.Space | None = None,
+    action_space: gym.Space | None = None,
+    *,
+    capacity: int | None = None,
+    extra_fields: Iterable[Any] | None = None,
+    fields: Iterable[Any] | None = None,
+    chunk_rows: int | Mapping[str, int] | None = None,
+    codecs: str | Mapping[str, str | None] | None = None,
+    env_id: str | None = None,
+    info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> ReplayStore:
+    """Create a new store at ``path`` and return it open for appending.
+
+    ``capacity=None`` makes an unbounded dataset; ``capacity=N`` a ring that keeps the
+    newest ``N`` rows. ``chunk_rows`` and ``codecs`` (e.g. ``"zstd:3"``) apply to every
+    field, or per field when given as a dict. ``extra_fields`` adds user fields, e.g.
+    ``[("label", "int64")]``. ``info`` is free-form JSON kept in the metadata.
+
+    >>> import tempfile, gymnasium as gym
+    >>> s = create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2))
+    >>> s.schema.names
+    ('obs', 'action', 'reward', 'next_obs', 'terminated', 'truncated', 'episode', 'step')
+    >>> s.close()
+    """
+    root = Path(path)
+    if capacity is not None:
+        if not isinstance(capacity, int | np.integer) or isinstance(capacity, bool) or capacity <= 0:
+            raise SchemaError(f"{root}: capacity must be a positive int or None, got {capacity!r}")
+        capacity = int(capacity)
+    schema, spaces_json = _build_schema(
+        observation_space, action_space, fields, extra_fields, chunk_rows, codecs
+    )
+    if root.exists():
+        if overwrite and (root / "zarr.json").exists():
+            try:
+                _load_meta(root)
+            except NotAStoreError:
+                raise NotAStoreError(
+                    f"{root}: refusing to overwrite a path that is not a replaystore store"
+                ) from None
+            shutil.rmtree(root)
+        elif root.is_dir() and not any(root.iterdir()):
+            pass
+        elif overwrite and root.is_dir() and not (root / "zarr.json").exists():
+            raise NotAStoreError(f"{root}: refusing to overwrite a non-empty directory that is not a store")
+        else:
+            raise FileExistsError(
+                f"{root}: already exists; open it with replaystore.open(path, mode='a') "
+                "to append, or pass overwrite=True"
+            )
+    if capacity is not None:
+        # a ring never needs chunks longer than itself
+        schema = Schema(
+            [
+                Field(f.name, f.dtype, f.shape, min(f.chunk_rows, _ceil_pow2(capacity)), f.codec, f.meta)
+                if f.chunk_rows > capacity
+                else f
+                for f in schema
+            ]
+        )
+    group = zarr.open_group(str(root), mode="w-", zarr_format=3)
+    for f in schema:
+        group.create_array(
+            f.name,
+            shape=(capacity if capacity is not None else 0, *f.shape),
+            chunks=(f.chunk_rows, *f.shape),
+            dtype=f.dtype,
+            compressors=_zarr_codecs(f.codec),
+            fill_value=False if f.dtype.kind == "b" else 0,
+            config={"write_empty_chunks": True},
+        )
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": {
+            "replaystore_version": _version(),
+            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "zarr_version": zarr.__version__,
+        },
+        "capacity": capacity,
+        "fields": schema.to_json(),
+        "spaces": spaces_json,
+        "env": {"id": env_id} if env_id else {},
+        "info": dict(info or {}),
+    }
+    state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
+    _write_group(root, meta, state, fsync=True)
+    return ReplayStore(root, "a", **options)
+
+
+def _ceil_pow2(n: int) -> int:
+    return 1 << (int(n) - 1).bit_length()
+
+
+def _write_group(root: Path, meta: dict, state: dict, *, fsync: bool) -> None:
+    doc = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {META_KEY: meta, STATE_KEY: state},
+    }
+    atomic_write_json(root / "zarr.json", doc, fsync=fsync)
+
+
+def _load_meta(root: Path) -> tuple[dict, dict]:
+    if not root.exists():
+        raise NotAStoreError(f"{root}: no such file or directory")
+    zj = root / "zarr.json"
+    if not root.is_dir() or not zj.exists():
+        raise NotAStoreError(f"{root}: not a replaystore store (no zarr.json group metadata)")
+    doc = read_json(zj, what="store metadata (zarr.json)")
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else {}
+    if doc.get("node_type") != "group" or META_KEY not in attrs:
+        raise NotAStoreError(
+            f"{root}: a Zarr node but not a replaystore store (no '{META_KEY}' attributes)"
+        )
+    meta, state = attrs[META_KEY], attrs.get(STATE_KEY)
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise FormatVersionError(
+            f"{root}: store format version {version!r} is not supported by replaystore "
+            f"{_version()} (reads format versions 1..{FORMAT_VERSION}); upgrade replaystore"
+        )
+    if not isinstance(state, dict) or not {"size", "cursor", "total"} <= state.keys():
+        raise CorruptStoreError(f"{root}/zarr.json: committed state '{STATE_KEY}' is missing or incomplete")
+    return meta, state
+
+
+def open(path: str | os.PathLike, mode: str = "r", **options: Any) -> ReplayStore:  # noqa: A001
+    """Open an existing store: ``mode="r"`` to read, ``"a"`` to read and append.
+
+    Schema, spaces, capacity and counters come back from the metadata; appending in
+    mode ``"a"`` continues where the last writer stopped.
+    """
+    if mode not in ("r", "a"):
+        raise StoreModeError(f"{path}: mode must be 'r' or 'a', got {mode!r}")
+    return ReplayStore(Path(path), mode, **options)
+
+
+# ---------------------------------------------------------------------------------------
+# the store
+# ---------------------------------------------------------------------------------------
+class ReplayStore:
+    """A transition store on disk. Create with :func:`create`, open with :func:`open`."""
+
+    def __init__(
+        self,
+        path: Path,
+        mode: str = "r",
+        *,
+        buffer_rows: int | None = None,
+        commit_every: int | None = None,
+        commit_seconds: float | None = None,
+        fsync: bool = False,
+        cache_bytes: int = 256 * 2**20,
+        check_bounds: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.mode = mode
+        meta, state = _load_meta(self.path)
+        self._meta = meta
+        self._state = dict(state)
+        try:
+            self.schema = Schema.from_json(meta["fields"])
+        except (KeyError, TypeError, SchemaError) as e:
+            raise CorruptStoreError(f"{self.path}/zarr.json: field list is damaged: {e}") from None
+        self.capacity: int | None = meta.get("capacity")
+        self._fsync = fsync
+        self._check_bounds = check_bounds
+        self._cache_bytes = int(cache_bytes)
+        self._views: dict[str, ChunkedView] = {}
+        self._zarr: dict[str, zarr.Array] = {}
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self._closed = False
+        self._lock: WriterLock | None = None
+        self._open_chunks: dict[str, tuple[int, np.ndarray]] = {}
+        self._fds: dict[tuple[str, int], int] = {}
+        self._array_meta: dict[str, dict] = {}
+        self._advice = MADV_NORMAL
+        self._check_arrays()
+        if mode == "a":
+            self._lock = WriterLock(self.path)
+            self._lock.acquire()
+            min_chunk = min(f.chunk_rows for f in self.schema)
+            self._buffer_rows = int(buffer_rows or min(max(min_chunk, 1), 65536))
+            if self.capacity is not None:
+                self._buffer_rows = min(self._buffer_rows, self.capacity)
+            self._buf = {
+                f.name: np.zeros((self._buffer_rows, *f.shape), f.dtype) for f in self.schema
+            }
+            self._nbuf = 0
+            self._commit_every = commit_every
+            self._commit_seconds = commit_seconds
+            self._last_commit = time.monotonic()
+            self._since_commit = 0
+
+    # -- metadata -------------------------------------------------------------------------
+    def _check_arrays(self) -> None:
+        for f in self.schema:
+            p = self.path / f.name / "zarr.json"
+            if not p.exists():
+                raise CorruptStoreError(f"{p}: array metadata of field {f.name!r} is missing")
+            am = read_json(p, what=f"array metadata of field {f.name!r}")
+            chunks = am.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
+            if list(am.get("shape", [None])[1:]) != list(f.shape) or chunks != [f.chunk_rows, *f.shape]:
+                raise CorruptStoreError(
+                    f"{p}: array of field {f.name!r} has shape {am.get('shape')} and chunks {chunks}; "
+                    f"expected rows x {list(f.shape)} in chunks of {[f.chunk_rows, *f.shape]}"
+                )
+            self._array_meta[f.name] = am
+
+    @property
+    def metadata(self) -> dict:
+        """A copy of the store's metadata (format version, creation info, env, fields, spaces)."""
+        return json.loads(json.dumps(self._meta))
+
+    @property
+    def info(self) -> dict:
+        """Free-form user metadata; change it with :meth:`update_info` (mode ``"a"``)."""
+        return dict(self._meta.get("info", {}))
+
+    @property
+    def env_info(self) -> dict:
+        return dict(self._meta.get("env", {}))
+
+    def update_info(self, info: Mapping[str, Any] | None = None, *, env: Mapping | None = None) -> None:
+        """Merge JSON-serializable ``info`` (and ``env`` details) into the metadata; kept on commit."""
+        self._require_writable()
+        for target, new in (("info", info), ("env", env)):
+            if new:
+                merged = {**self._meta.get(target, {}), **dict(new)}
+                try:
+                    json.dumps(merged, allow_nan=False)
+                except (TypeError, ValueError) as e:
+                    raise SchemaError(f"{self.path}: {target} must be JSON-serializable: {e}") from None
+                self._meta[target] = merged
+        self._commit_state(self._state)
+
+    @property
+    def observation_space(self) -> gym.Space | None:
+        sp = self._meta.get("spaces", {}).get("observation")
+        return _spaces.space_from_json(sp) if sp else None
+
+    @property
+    def action_space(self) -> gym.Space | None:
+        sp = self._meta.get("spaces", {}).get("action")
+        return _spaces.space_from_json(sp) if sp else None
+
+    @property
+    def format_version(self) -> int:
+        return int(self._meta["format_version"])
+
+    @property
+    def size(self) -> int:
+        """Rows committed to disk and readable (buffered rows not included)."""
+        return int(self._state["size"])
+
+    @property
+    def total(self) -> int:
+        """Rows ever committed, including those a ring has evicted."""
+        return int(self._state["total"])
+
+    @property
+    def cursor(self) -> int:
+        """Physical row the next committed row goes to."""
+        return int(self._state["cursor"])
+
+    @property
+    def generation(self) -> int:
+        return int(self._state.get("generation", 0))
+
+    @property
+    def buffered(self) -> int:
+        return self._nbuf if self.mode == "a" else 0
+
+    @property
+    def next_episode(self) -> int:
+        return int(self._state["next_episode"])
+
+    def __len__(self) -> int:
+        """Rows readable, counting rows appended but not yet flushed."""
+        if self.mode != "a" or not self._nbuf:
+            return self.size
+        n = self.size + self._nbuf
+        return min(n, self.capacity) if self.capacity is not None else n
+
+    def __repr__(self) -> str:
+        cap = "unbounded" if self.capacity is None else f"capacity={self.capacity}"
+        return f"<ReplayStore {str(self.path)!r} mode={self.mode!r} rows={len(self)} {cap} fields={list(self.schema.names)}>"
+
+    def refresh(self) -> ReplayStore:
+        """Re-read the committed state, e.g. in a reader while another process appends."""
+        if self.mode == "a":
+            return self
+        _, state = _load_meta(self.path)
+        if state.get("generation", 0) != self._state.get("generation", 0):
+            self._state = dict(state)
+            for f in self.schema:
+                if f.compressed:
+                    self._zarr.pop(f.name, None)
+                    for key in [k for k in self._cache if k[0] == f.name]:
+                        self._cached_bytes -= self._cache.pop(key).nbytes
+        return self
+
+    # -- context manager ------------------------------------------------------------------
+    def __enter__(self) -> ReplayStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush buffered rows (mode ``"a"``), release the writer lock and unmap files."""
+        if self._closed:
+            return
+        try:
+            if self.mode == "a":
+                self.flush()
+        finally:
+            self._closed = True
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            for v in self._views.values():
+                v.close()
+            self._views.clear()
+            self._cache.clear()
+            if self._lock is not None:
+                self._lock.release()
+
+    def __del__(self) -> None:  # best effort: never lose buffered rows silently
+        try:
+            if not self._closed and self.mode == "a":
+                self.close()
+        except Exception:
+            pass
+
+    # -- appending ------------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if self._closed:
+            raise StoreModeError(f"{self.path}: store is closed")
+        if self.mode != "a":
+            raise StoreModeError(
+                f"{self.path}: store is open read-only (mode='r'); open it with mode='a' to append"
+            )
+
+    def append(self, **row: Any) -> None:
+        """Append one transition given as keyword arguments, one per field.
+
+        ``episode`` and ``step`` are filled in when omitted: a new episode starts after a
+        row whose ``terminated`` or ``truncated`` is true.
+        """
+        self._require_writable()
+        batch = self._validate(row, batched=False)
+        self._put(batch, 1)
+
+    def extend(self, batch: Mapping[str, Any]) -> None:
+        """Append many transitions: a dict of arrays with the same leading length."""
+        self._require_writable()
+        if not isinstance(batch, Mapping):
+            raise SchemaError(f"{self.path}: extend() takes a dict of arrays, got {type(batch).__name__}")
+        arrays = self._validate(batch, batched=True)
+        n = len(next(iter(arrays.values())))
+        if n:
+            self._put(arrays, n)
+
+    def _validate(self, row: Mapping[str, Any], *, batched: bool) -> dict[str, np.ndarray]:
+        names = set(self.schema.names)
+        unknown = sorted(set(row) - names)
+        if unknown:
+            raise SchemaError(
+                f"{self.path}: unknown field(s) {unknown}; the store has fields {list(self.schema.names)}"
+            )
+        missing = [n for n in self.schema.names if n not in row and n not in _OPTIONAL]
+        if missing:
+            raise SchemaError(f"{self.path}: missing field(s) {missing}; every row needs a value for each")
+        given_opt = [n for n in _OPTIONAL if n in row]
+        if len(given_opt) == 1:
+            raise SchemaError(
+                f"{self.path}: got {given_opt[0]!r} without {({'episode', 'step'} - set(given_opt)).pop()!r};"
+                " give both or neither (then they are filled in)"
+            )
+        out: dict[str, np.ndarray] = {}
+        n = None
+        for name, value in row.items():
+            f = self.schema[name]
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            want = f.shape if not batched else None
+            if batched:
+                if arr.ndim != len(f.shape) + 1 or arr.shape[1:] != f.shape:
+                    raise SchemaError(
+                        f"{self.path}: field {name!r} has shape {arr.shape}; expected (n, {', '.join(map(str, f.shape))})"
+                        .replace(", )", ")")
+                    )
+                if n is None:
+                    n = arr.shape[0]
+                elif arr.shape[0] != n:
+                    raise SchemaError(
+                        f"{self.path}: field {name!r} has {arr.shape[0]} rows but other fields have {n}; "
+                        "every field of a batch needs the same number of rows"
+                    )
+            elif arr.shape != want:
+                raise SchemaError(f"{self.path}: field {name!r} has shape {arr.shape}; expected {f.shape}")
+            out[name] = _cast(arr, f, self.path)
+        if self._check_bounds:
+            self._check_space_bounds(out, batched)
+        return out
+
+    def _check_space_bounds(self, arrays: dict[str, np.ndarray], batched: bool) -> None:
+        for name, arr in arrays.items():
+            sp = self.schema[name].meta.get("space")
+            if sp:
+                _spaces.check_values(name, _spaces.space_from_json(sp), arr if batched else arr[None])
+
+    def _put(self, arrays: dict[str, np.ndarray], n: int) -> None:
+        if "episode" not in arrays:
+            self._fill_episodes(arrays, n)
+        else:
+            ep = arrays["episode"]
+            if n:
+                st = arrays["step"]
+                last_done = bool(arrays["terminated"].reshape(n)[-1] or arrays["truncated"].reshape(n)[-1])
+                self._state["next_episode"] = max(self.next_episode, int(ep.max()) + 1)
+                if last_done:
+                    self._state["episode"] = self._state["next_episode"]
+                    self._state["next_episode"] += 1
+                    self._state["step"] = 0
+                else:
+                    self._state["episode"] = int(ep.reshape(n)[-1])
+                    self._state["step"] = int(st.reshape(n)[-1]) + 1
+        single = arrays["reward"].ndim == 0
+        src = 0
+        while src < n:
+            m = min(n - src, self._buffer_rows - self._nbuf)
+            for name, buf in self._buf.items():
+                a = arrays[name]
+                if single:
+                    buf[self._nbuf] = a
+                else:
+                    buf[self._nbuf : self._nbuf + m] = a[src : src + m]
+            self._nbuf += m
+            src += m
+            if self._nbuf == self._buffer_rows:
+                self._write_buffer()
+        self._since_commit += n
+        if self._commit_every is not None and self._since_commit >= self._commit_every:
+            self.flush()
+        elif self._commit_seconds is not None and time.monotonic() - self._last_commit >= self._commit_seconds:
+            self.flush()
+
+    def _fill_episodes(self, arrays: dict[str, np.ndarray], n: int) -> None:
+        cur_ep, cur_step, nxt = int(self._state["episode"]), int(self._state["step"]), self.next_episode
+        done = (arrays["terminated"] | arrays["truncated"]).reshape(n)
+        if n == 1 and arrays["reward"].ndim == 0:
+            arrays["episode"] = np.int64(cur_ep)
+            arrays["step"] = np.int64(cur_step)
+            if done[0]:
+                self._state.update(episode=nxt, step=0, next_episode=nxt + 1)
+            else:
+                self._state["step"] = cur_step + 1
+            return
+        d = done.astype(np.int64)
+        before = np.cumsum(d) - d  # dones strictly before each row
+        ep = np.where(before == 0, cur_ep, nxt + before - 1)
+        idx = np.arange(n, dtype=np.int64)
+        last_done = np.where(done, idx, -1)
+        prev = np.maximum.accumulate(np.concatenate(([-1], last_done[:-1])))
+        step = np.where(prev < 0, cur_step + idx, idx - prev - 1)
+        arrays["episode"] = ep.astype(np.int64)
+        arrays["step"] = step.astype(np.int64)
+        ndone = int(d.sum())
+        if done[-1]:
+            self._state.update(episode=nxt + ndone - 1, step=0, next_episode=nxt + ndone)
+        else:
+            self._state.update(episode=int(ep[-1]), step=int(step[-1]) + 1, next_episode=nxt + ndone)
+
+    def new_episode_ids(self, k: int) -> np.ndarray:
+        """Reserve ``k`` fresh episode ids, unique across the whole store (for collectors)."""
+        self._require_writable()
+        start = self.next_episode
+        self._state["next_episode"] = start + int(k)
+        return np.arange(start, start + int(k), dtype=np.int64)
+
+    def flush(self) -> None:
+        """Write buffered rows to disk and commit them: they are readable and survive a crash."""
+        self._require_writable()
+        if self._nbuf:
+            self._write_buffer()
+        elif self._state != self._committed_state():
+            self._commit_state(self._state)
+        self._since_commit = 0
+        self._last_commit = time.monotonic()
+
+    def _committed_state(self) -> dict:
+        return getattr(self, "_last_committed", {})
+
+    def _write_buffer(self) -> None:
+        n = self._nbuf
+        if not n:
+            return
+        total = self.total
+        cap = self.capacity
+        segments = ring.write_segments(total=total, n=n, capacity=cap)
+        new_total = total + n
+        new_size = new_total if cap is None else min(cap, self.size + n)
+        if cap is not None and self.size + n > cap:
+            # Commit the eviction first: the rows about to be overwritten leave the
+            # committed range before any byte of them changes.
+            written = sum(b - a for a, b, _ in segments)
+            keep = max(0, min(self.size, cap - written))
+            self._commit_state({**self._state, "size": keep, "total": total, "cursor": self.cursor})
+        for name in self.schema.names:
+            f = self.schema[name]
+            buf = self._buf[name]
+            if cap is None and f.compressed:
+                self._resize_zarr(f, new_total)
+            for a, b, dst in segments:
+                self._write_rows(f, dst, buf[a:b])
+        if cap is None:
+            for f in self.schema:
+                if not f.compressed:
+                    self._set_array_rows(f, new_total)
+        self._nbuf = 0
+        self._commit_state(
+            {
+                **self._state,
+                "size": new_size,
+                "total": new_total,
+                "cursor": new_total % cap if cap is not None else new_total,
+            }
+        )
+
+    def _commit_state(self, state: dict) -> None:
+        state = dict(state)
+        state["generation"] = int(self._state.get("generation", 0)) + 1
+        _write_group(self.path, self._meta, state, fsync=self._fsync)
+        self._state = state
+        self._last_committed = dict(state)
+
+    # -- chunk writing --------------------------------------------------------------------
+    def _write_rows(self, f: Field, dst: int, rows: np.ndarray) -> None:
+        cr = f.chunk_rows
+        pos, src = dst, 0
+        n = len(rows)
+        while src < n:
+            k, off = divmod(pos, cr)
+            m = min(n - src, cr - off)
+            part = rows[src : src + m]
+            if f.compressed:
+                self._write_compressed(f, k, off, part)
+            else:
+                fd = self._chunk_fd(f, k)
+                data = np.ascontiguousarray(part).astype(f.dtype.newbyteorder("<"), copy=False)
+                os.pwrite(fd, memoryview(data).cast("B"), off * f.row_bytes)
+            pos += m
+            src += m
+
+    def _chunk_fd(self, f: Field, k: int) -> int:
+        fd = self._fds.get((f.name, k))
+        if fd is None:
+            path = chunk_path(self.path, f.name, k, len(f.shape))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if os.fstat(fd).st_size != f.chunk_bytes:
+                os.ftruncate(fd, f.chunk_bytes)
+            if len(self._fds) > 256:
+                for key in list(self._fds)[:128]:
+                    os.close(self._fds.pop(key))
+            self._fds[(f.name, k)] = fd
+        return fd
+
+    def _zarr_array(self, f: Field) -> zarr.Array:
+        arr = self._zarr.get(f.name)
+        if arr is None:
+            arr = zarr.open_array(str(self.path / f.name), mode="r+" if self.mode == "a" else "r")
+            self._zarr[f.name] = arr
+        return arr
+
+    def _resize_zarr(self, f: Field, rows: int) -> None:
+        arr = self._zarr_array(f)
+        if arr.shape[0] < rows:
+            arr.resize((rows, *f.shape))
+
+    def _write_compressed(self, f: Field, k: int, off: int, part: np.ndarray) -> None:
+        cr = f.chunk_rows
+        arr = self._zarr_array(f)
+        cached = self._open_chunks.get(f.name)
+        if cached is None or cached[0] != k:
+            lo, hi = k * cr, min((k + 1) * cr, arr.shape[0])
+            chunk = np.zeros((cr, *f.shape), f.dtype)
+            if off and hi > lo:
+                chunk[: hi - lo] = arr[lo:hi]
+            cached = (k, chunk)
+            self._open_chunks[f.name] = cached
+        chunk = cached[1]
+        chunk[off : off + len(part)] = part
+        lo = k * cr
+        hi = min(lo + cr, arr.shape[0])
+        arr[lo:hi] = chunk[: hi - lo]
+        self._cache.pop((f.name, k), None)
+
+    def _set_array_rows(self, f: Field, rows: int) -> None:
+        am = self._array_meta[f.name]
+        if am["shape"][0] != rows:
+            am["shape"][0] = rows
+            atomic_write_json(self.path / f.name / "zarr.json", am, fsync=self._fsync)
+
+    # -- reading --------------------------------------------------------------------------
+    def _publish(self) -> None:
+        if self.mode == "a" and self._nbuf:
+            self._write_buffer()
+
+    def _physical_extent(self) -> int:
+        return self.total if self.capacity is None else min(self.total, self.capacity)
+
+    def _view(self, f: Field) -> ChunkedView:
+        v = self._views.get(f.name)
+        if v is None:
+            v = ChunkedView(
+                lambda k, f=f: chunk_path(self.path, f.name, k, len(f.shape)),
+                dtype=f.dtype,
+                shape=f.shape,
+                chunk_rows=f.chunk_rows,
+                max_rows=self.capacity,
+                name=f.name,
+                advice=self._advice,
+            )
+            self._views[f.name] = v
+        v.ensure(self._physical_extent())
+        return v
+
+    def advise_random(self, on: bool = True) -> None:
+        """Tell the kernel reads will be random (``MADV_RANDOM``), for stores far larger than RAM."""
+        from .mapping import MADV_RANDOM
+
+        self._advice = MADV_RANDOM if on else MADV_NORMAL
+        for v in self._views.values():
+            v.advise(self._advice)
+
+    def _chunk(self, f: Field, k: int) -> np.ndarray:
+        key = (f.name, k)
+        chunk = self._cache.get(key)
+        if chunk is not None:
+            self._cache.move_to_end(key)
+            return chunk
+        arr = self._zarr_array(f)
+        lo = k * f.chunk_rows
+        chunk = arr[lo : min(lo + f.chunk_rows, arr.shape[0])]
+        self._cache[key] = chunk
+        self._cached_bytes += chunk.nbytes
+        while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.nbytes
+        return chunk
+
+    def _gather(self, f: Field, phys: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if not f.compressed:
+            return self._view(f).take(phys, out)
+        cr = f.chunk_rows
+        ck = phys // cr
+        order = np.argsort(ck, kind="stable")
+        sck = ck[order]
+        bounds = np.flatnonzero(np.diff(sck)) + 1
+        for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(sck)], strict=True):
+            if a == b:
+                continue
+            k = int(sck[a])
+            sel = order[a:b]
+            out[sel] = self._chunk(f, k)[phys[sel] - k * cr]
+        return out
+
+    def physical(self, indices: np.ndarray) -> np.ndarray:
+        """Physical rows of logical ``indices`` (validated); used by samplers."""
+        return ring.physical_rows(indices, total=self.total, size=self.size, capacity=self.capacity)
+
+    def _normalize(self, indices: Any) -> np.ndarray:
+        idx = np.asarray(indices)
+        if idx.dtype.kind == "b":
+            raise RowIndexError(f"{self.path}: boolean masks are not row indices; use np.flatnonzero(mask)")
+        if idx.size and idx.dtype.kind not in "iu":
+            raise RowIndexError(f"{self.path}: row indices must be integers, got dtype {idx.dtype}")
+        idx = idx.astype(np.int64, copy=False).reshape(-1)
+        n = self.size
+        if idx.size:
+            if n == 0:
+                raise EmptyStoreError(f"{self.path}: the store holds no rows")
+            lo, hi = idx.min(), idx.max()
+            if lo < -n or hi >= n:
+                bad = int(lo) if lo < -n else int(hi)
+                raise RowIndexError(f"{self.path}: row {bad} is out of range for a store of {n} rows")
+            if lo < 0:
+                idx = np.where(idx < 0, idx + n, idx)
+        return idx
+
+    def read(
+        self,
+        indices: Any,
+        fields: str | Sequence[str] | None = None,
+        *,
+        out: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Rows at logical ``indices`` (any order, duplicates allowed), one array per field.
+
+        ``fields`` selects a subset; only those fields' files are touched. ``out`` may hold
+        preallocated arrays to fill (samplers use it to avoid allocation).
+        """
+        self._check_open()
+        self._publish()
+        names = self.schema.select(fields)
+        idx = self._normalize(indices)
+        phys = self.physical(idx)
+        result = {}
+        for name in names:
+            f = self.schema[name]
+            dst = out.get(name) if out is not None else None
+            if dst is None or dst.shape[0] != len(phys):
+                dst = np.empty((len(phys), *f.shape), f.dtype)
+            result[name] = self._gather(f, phys, dst)
+        return result
+
+    def read_physical(self, phys: np.ndarray, names: Sequence[str], out: dict[str, np.ndarray]) -> dict:
+        """Gather already-validated physical rows into ``out`` (the samplers' hot path)."""
+        for name in names:
+            self._gather(self.schema.fields[name], phys, out[name])
+        return out
+
+    def read_range(self, start: int, stop: int, fields: str | Sequence[str] | None = None) -> dict:
+        """Logical rows ``[start, stop)`` as a dict of arrays (copies), read sequentially."""
+        self._check_open()
+        self._publish()
+        names = self.schema.select(fields)
+        n = self.size
+        start, stop, _ = slice(start, stop).indices(n)
+        stop = max(start, stop)
+        ranges = ring.physical_ranges(start, stop, total=self.total, size=n, capacity=self.capacity)
+        result = {}
+        for name in names:
+            f = self.schema[name]
+            parts = []
+            for a, b in ranges:
+                if f.compressed:
+                    parts.append(self._gather(f, np.arange(a, b, dtype=np.int64), np.empty((b - a, *f.shape), f.dtype)))
+                else:
+                    parts.append(np.array(self._view(f).slice(a, b)))
+            result[name] = (
+                parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty((0, *f.shape), f.dtype)
+            )
+        return result
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreModeError(f"{self.path}: store is closed")
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        """``store[i]`` one row (a dict of scalars/arrays), ``store[a:b]`` rows as arrays."""
+        if isinstance(key, slice):
+            self._publish()
+            start, stop, step = key.indices(self.size)
+            if step == 1:
+                return self.read_range(start, stop)
+            return self.read(np.arange(start, stop, step, dtype=np.int64))
+        if isinstance(key, int | np.integer):
+            return {k: v[0] for k, v in self.read([int(key)]).items()}
+        if isinstance(key, str):
+            raise SchemaError(
+                f"{self.path}: store[{key!r}]: index rows with ints/slices; read a field with "
+                f"store.read_range(0, len(store), fields=[{key!r}])"
+            )
+        return self.read(key)
+
+    # -- pandas ---------------------------------------------------------------------------
+    def to_pandas(self, fields=None, start=None, stop=None, *, max_columns_per_field: int = 64):
+        """Rows ``[start, stop)`` as a pandas DataFrame (see :func:`replaystore.inspect.to_pandas`)."""
+        from ..inspect import to_pandas
+
+        return to_pandas(self, fields=fields, start=start, stop=stop, max_columns_per_field=max_columns_per_field)
+
+    def episodes(self):
+        """One row per episode (see :func:`replaystore.inspect.episodes`)."""
+        from ..inspect import episodes
+
+        return episodes(self)
+
+    # -- disk usage -----------------------------------------------------------------------
+    def nbytes_on_disk(self) -> dict[str, int]:
+        """Bytes each field's files occupy on disk (sparse regions not counted)."""
+        out = {}
+        for f in self.schema:
+            total = 0
+            for dirpath, _, files in os.walk(self.path / f.name):
+                for name in files:
+                    st = os.stat(os.path.join(dirpath, name))
+                    total += min(st.st_size, st.st_blocks * 512)
+            out[f.name] = total
+        return out
+
+
+def _cast(arr: np.ndarray, f: Field, path: Path) -> np.ndarray:
+    src = arr.dtype
+    dst = f.dtype
+    if src == dst:
+        return arr
+    if src.kind == "O" or src.kind not in "biuf":
+        raise SchemaError(f"{path}: field {f.name!r} got values of dtype {src}; expected {dst}")
+    if dst.kind == "b":
+        if src.kind in "iu" and arr.size and not np.isin(arr, (0, 1)).all():
+            raise SchemaError(
+                f"{path}: field {f.name!r} is bool; got integers other than 0/1 (dtype {src})"
+            )
+        if src.kind == "f":
+            raise SchemaError(f"{path}: field {f.name!r} is bool; got floats (dtype {src})")
+        return arr.astype(dst)
+    if dst.kind in "iu":
+        if src.kind == "f":
+            raise SchemaError(
+                f"{path}: field {f.name!r} has dtype {dst}; got floats (dtype {src}), which "
+                "cannot be cast safely to integers"
+            )
+        if src.kind in "iu" and not np.can_cast(src, dst, "safe") and arr.size:
+            info = np.iinfo(dst)
+            lo, hi = arr.min(), arr.max()
+            if lo < info.min or hi > info.max:
+                raise SchemaError(
+                    f"{path}: field {f.name!r} has dtype {dst}; values {lo}..{hi} do not fit "
+                    f"its range {info.min}..{info.max}"
+                )
+        return arr.astype(dst)
+    # float destination: any bool/int/float source is accepted (float64 -> float32 rounds)
+    return arr.astype(dst)
+
