@@ -182,18 +182,19 @@ class ChunkedView:
         out = np.empty((stop - start, *self.shape), self.dtype)
         return self.take(np.arange(start, stop, dtype=np.int64), out)
 
+    def _bufs_in_use(self):
+        for entry in self._bufs:
+            # references to the ctypes buffer: the tuple, getrefcount's argument, and one
+            # per numpy array built on it that is still alive somewhere
+            yield entry[1], sys.getrefcount(entry[0]) > 2
+
     def close(self) -> None:
         """Unmap everything no numpy array still points into (those ranges stay mapped)."""
         self.array = None
         self._chunks = []
         if self._base is not None:
             self._retired.append((self._base, self._reserved * self.chunk_bytes))
-        busy = set()
-        for buf, base, _ in self._bufs:
-            # references: the list entry, the loop variable, getrefcount's argument
-            if sys.getrefcount(buf) > 3:
-                busy.add(base)
-        del buf
+        busy = {base for base, in_use in self._bufs_in_use() if in_use}
         self._bufs = []
         for base, nbytes in self._retired:
             if base not in busy:

@@ -40,8 +40,10 @@ from ..errors import (
     StoreModeError,
 )
 from . import ring
-from .files import WriterLock, atomic_write_json, chunk_path, read_json
-from .mapping import MADV_NORMAL, ChunkedView
+from .array import RowArray
+from .index import ClassIndex, KeySpec, key_spec
+from .files import WriterLock, atomic_write_json, read_json
+from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView
 from .schema import Field, Schema
 
 __all__ = ["ReplayStore", "create", "open", "FORMAT_VERSION"]
@@ -324,16 +326,16 @@ class ReplayStore:
         self._fsync = fsync
         self._check_bounds = check_bounds
         self._cache_bytes = int(cache_bytes)
-        self._views: dict[str, ChunkedView] = {}
+        self._rows: dict[str, RowArray] = {}
         self._zarr: dict[str, zarr.Array] = {}
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._cached_bytes = 0
         self._closed = False
         self._lock: WriterLock | None = None
         self._open_chunks: dict[str, tuple[int, np.ndarray]] = {}
-        self._fds: dict[tuple[str, int], int] = {}
         self._array_meta: dict[str, dict] = {}
         self._advice = MADV_NORMAL
+        self._indexes: dict[str, ClassIndex] = {}
         self._check_arrays()
         if mode == "a":
             self._lock = WriterLock(self.path)
@@ -475,12 +477,12 @@ class ReplayStore:
                 self.flush()
         finally:
             self._closed = True
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
-            for v in self._views.values():
-                v.close()
-            self._views.clear()
+            for ra in self._rows.values():
+                ra.close()
+            self._rows.clear()
+            for idx in self._indexes.values():
+                idx.close()
+            self._indexes.clear()
             self._cache.clear()
             if self._lock is not None:
                 self._lock.release()
@@ -676,7 +678,15 @@ class ReplayStore:
         if cap is None:
             for f in self.schema:
                 if not f.compressed:
-                    self._set_array_rows(f, new_total)
+                    self._row_array(f).set_rows(new_total, fsync=self._fsync)
+        if self._meta.get("indexes"):
+            skip = segments[0][0] if segments else n
+            rows = {name: self._buf[name][skip:n] for name in self.schema.names}
+            for spec_json in self._meta["indexes"]:
+                idx = self._persistent_index(KeySpec.from_json(spec_json))
+                if idx.covered == total:
+                    idx.add(idx.spec.keys(rows), total + skip, new_total)
+                # a stale index (written by an older writer) catches up when next used
         self._nbuf = 0
         self._commit_state(
             {
@@ -695,36 +705,34 @@ class ReplayStore:
         self._last_committed = dict(state)
 
     # -- chunk writing --------------------------------------------------------------------
+    def _row_array(self, f: Field) -> RowArray:
+        ra = self._rows.get(f.name)
+        if ra is None:
+            ra = RowArray(
+                self.path / f.name,
+                dtype=f.dtype,
+                shape=f.shape,
+                chunk_rows=f.chunk_rows,
+                max_rows=self.capacity,
+                name=f.name,
+                advice=self._advice,
+            )
+            self._rows[f.name] = ra
+        return ra
+
     def _write_rows(self, f: Field, dst: int, rows: np.ndarray) -> None:
+        if not f.compressed:
+            self._row_array(f).write(dst, rows)
+            return
         cr = f.chunk_rows
         pos, src = dst, 0
         n = len(rows)
         while src < n:
             k, off = divmod(pos, cr)
             m = min(n - src, cr - off)
-            part = rows[src : src + m]
-            if f.compressed:
-                self._write_compressed(f, k, off, part)
-            else:
-                fd = self._chunk_fd(f, k)
-                data = np.ascontiguousarray(part).astype(f.dtype.newbyteorder("<"), copy=False)
-                os.pwrite(fd, memoryview(data).cast("B"), off * f.row_bytes)
+            self._write_compressed(f, k, off, rows[src : src + m])
             pos += m
             src += m
-
-    def _chunk_fd(self, f: Field, k: int) -> int:
-        fd = self._fds.get((f.name, k))
-        if fd is None:
-            path = chunk_path(self.path, f.name, k, len(f.shape))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            if os.fstat(fd).st_size != f.chunk_bytes:
-                os.ftruncate(fd, f.chunk_bytes)
-            if len(self._fds) > 256:
-                for key in list(self._fds)[:128]:
-                    os.close(self._fds.pop(key))
-            self._fds[(f.name, k)] = fd
-        return fd
 
     def _zarr_array(self, f: Field) -> zarr.Array:
         arr = self._zarr.get(f.name)
@@ -756,12 +764,6 @@ class ReplayStore:
         arr[lo:hi] = chunk[: hi - lo]
         self._cache.pop((f.name, k), None)
 
-    def _set_array_rows(self, f: Field, rows: int) -> None:
-        am = self._array_meta[f.name]
-        if am["shape"][0] != rows:
-            am["shape"][0] = rows
-            atomic_write_json(self.path / f.name / "zarr.json", am, fsync=self._fsync)
-
     # -- reading --------------------------------------------------------------------------
     def _publish(self) -> None:
         if self.mode == "a" and self._nbuf:
@@ -771,28 +773,13 @@ class ReplayStore:
         return self.total if self.capacity is None else min(self.total, self.capacity)
 
     def _view(self, f: Field) -> ChunkedView:
-        v = self._views.get(f.name)
-        if v is None:
-            v = ChunkedView(
-                lambda k, f=f: chunk_path(self.path, f.name, k, len(f.shape)),
-                dtype=f.dtype,
-                shape=f.shape,
-                chunk_rows=f.chunk_rows,
-                max_rows=self.capacity,
-                name=f.name,
-                advice=self._advice,
-            )
-            self._views[f.name] = v
-        v.ensure(self._physical_extent())
-        return v
+        return self._row_array(f).readable(self._physical_extent())
 
     def advise_random(self, on: bool = True) -> None:
         """Tell the kernel reads will be random (``MADV_RANDOM``), for stores far larger than RAM."""
-        from .mapping import MADV_RANDOM
-
         self._advice = MADV_RANDOM if on else MADV_NORMAL
-        for v in self._views.values():
-            v.advise(self._advice)
+        for ra in self._rows.values():
+            ra.view.advise(self._advice)
 
     def _chunk(self, f: Field, k: int) -> np.ndarray:
         key = (f.name, k)
@@ -924,6 +911,87 @@ class ReplayStore:
                 f"store.read_range(0, len(store), fields=[{key!r}])"
             )
         return self.read(key)
+
+    # -- class indexes --------------------------------------------------------------------
+    def _persistent_index(self, spec: KeySpec) -> ClassIndex:
+        idx = self._indexes.get(spec.name)
+        if idx is None:
+            idx = ClassIndex.load(self.path, spec, self.capacity, writable=self.mode == "a")
+            if idx is None:
+                idx = ClassIndex.new(self.path, spec, self.capacity, persist=True)
+            self._indexes[spec.name] = idx
+        return idx
+
+    def class_index(self, by: Any, *, key_fields=None, key_name: str | None = None) -> ClassIndex:
+        """The per-class row index for ``by`` (a discrete field, ``"reward_sign"`` or a
+        function of a dict of rows returning integer classes), built once and kept with
+        the store. Writers keep field and reward-sign indexes current on every commit; an
+        index behind the store catches up on the rows it misses when asked for."""
+        import warnings
+
+        from .files import WriterLock
+
+        self._check_open()
+        self._publish()
+        spec = key_spec(self.schema, by, key_fields=key_fields, name=key_name)
+        idx = self._indexes.get(spec.name)
+        if idx is not None and idx.spec.kind == "callable":
+            idx.spec = spec
+        if idx is None:
+            idx = ClassIndex.load(self.path, spec, self.capacity, writable=self.mode == "a")
+            if idx is not None:
+                idx.spec = spec
+        elif self.mode == "r":
+            idx.reload()
+        if idx is not None and idx.covered >= self.total:
+            self._indexes[spec.name] = idx
+            return idx
+        # build or catch up: needs write access to persist
+        lock = None
+        persist = self.mode == "a"
+        if self.mode == "r":
+            lock = WriterLock(self.path)
+            try:
+                lock.acquire()
+                persist = os.access(self.path, os.W_OK)
+            except Exception:
+                lock = None
+                persist = False
+            if not persist:
+                warnings.warn(
+                    f"{self.path}: building the {spec.name!r} class index in memory only (the store "
+                    "is being written by another process or is read-only); it is rebuilt on each open",
+                    stacklevel=3,
+                )
+        try:
+            if idx is None or not persist and idx._memory is None:
+                idx = ClassIndex.new(self.path, spec, self.capacity, persist=persist)
+            else:
+                idx.writable = persist
+            self._catch_up(idx)
+            if persist and spec.persistent and self.mode == "a":
+                specs = self._meta.setdefault("indexes", [])
+                if spec.to_json() not in specs:
+                    specs.append(spec.to_json())
+                    self._commit_state(self._state)
+        finally:
+            if lock is not None:
+                lock.release()
+        self._indexes[spec.name] = idx
+        return idx
+
+    def _catch_up(self, idx: ClassIndex, block: int = 1 << 20) -> None:
+        total, size = self.total, self.size
+        lo = total - size
+        start = max(idx.covered, lo)
+        if start >= total:
+            idx.add(np.empty(0, np.int64), total, total)
+            return
+        needs = idx.spec.needs()
+        for a in range(start, total, block):
+            b = min(total, a + block)
+            rows = self.read_range(a - lo, b - lo, fields=needs)
+            idx.add(idx.spec.keys(rows), a, b)
 
     # -- pandas ---------------------------------------------------------------------------
     def to_pandas(self, fields=None, start=None, stop=None, *, max_columns_per_field: int = 64):

@@ -1,0 +1,467 @@
+"""Tabular Q-learning trained from batches of stored transitions.
+
+The agent keeps a dense ``(n_states, n_actions)`` float64 Q-table and a matching table of
+visit counts. :meth:`QLearningAgent.update` applies one batched Q-learning step:
+
+* the targets ``r + gamma * max_a' Q(s', a')`` are computed from the Q-table as it was
+  *before* the batch (a synchronous update);
+* a transition with ``terminated=True`` does not bootstrap (target ``r``); a transition that
+  was only ``truncated`` (a time limit cut) does bootstrap, since the episode could have
+  gone on;
+* when one ``(s, a)`` occurs ``k`` times in a batch, its ``k`` TD errors are averaged (with
+  ``np.bincount``) and the step is taken once, so duplicates never overshoot the targets;
+  the visit count ``n(s, a)`` grows by ``k``.
+
+Learning-rate schedules (``alpha_schedule``):
+
+``"constant"``
+    every touched ``(s, a)`` moves by ``alpha`` times its mean TD error. Converges on
+    deterministic environments; on stochastic ones it keeps fluctuating.
+``"visits"`` (default)
+    ``alpha * (k / n) ** alpha_power`` where ``k`` is the number of copies of ``(s, a)`` in
+    the batch and ``n`` the visit count including them. For ``k = 1`` this is the classic
+    polynomial schedule ``alpha / n ** alpha_power``; with ``alpha = alpha_power = 1`` the
+    Q-value is the exact running mean of its targets. The step size goes to zero, so the
+    Q-table converges on stochastic data too (to the optimal Q of the empirical MDP the
+    data defines). ``alpha_power`` in ``(0.5, 1]``; the default 0.6 was chosen by the
+    experiments in ``tools/optimality_prototype.py``.
+
+>>> import numpy as np
+>>> agent = QLearningAgent(2, 2, alpha=1.0, gamma=0.9, alpha_schedule="constant")
+>>> batch = {
+...     "obs": np.array([0, 1]), "action": np.array([1, 0]),
+...     "reward": np.array([1.0, 2.0]), "next_obs": np.array([1, 0]),
+...     "terminated": np.array([False, True]),
+... }
+>>> agent.update(batch)
+2.0
+>>> agent.q.tolist()
+[[0.0, 1.0], [2.0, 0.0]]
+>>> agent.greedy_policy().tolist()
+[1, 0]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from replaystore.errors import (
+    CorruptStoreError,
+    FormatVersionError,
+    NotAStoreError,
+    ReplayStoreError,
+    SchemaError,
+    SpaceError,
+)
+
+__all__ = ["AgentConfigError", "QLearningAgent", "ALPHA_SCHEDULES", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+"""Version of the ``save`` format (``.npy`` table + JSON sidecar + visits ``.npy``)."""
+
+ALPHA_SCHEDULES = ("constant", "visits")
+
+_REQUIRED_FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
+_OPTIONAL_FIELDS = ("truncated",)
+
+
+class AgentConfigError(ReplayStoreError, ValueError):
+    """An agent was given hyperparameters that cannot work."""
+
+
+class QLearningAgent:
+    """Tabular Q-learning over ``n_states`` x ``n_actions``.
+
+    Args:
+        n_states: number of (0-based) states.
+        n_actions: number of (0-based) actions.
+        alpha: base learning rate in ``(0, 1]``.
+        gamma: discount in ``[0, 1]``.
+        alpha_schedule: ``"visits"`` (decaying per-(s, a) rate) or ``"constant"``; see
+            the module docstring.
+        alpha_power: exponent of the ``"visits"`` schedule, in ``(0, 1]``.
+        q_init: initial value of every Q-table entry.
+
+    >>> agent = QLearningAgent(3, 2)
+    >>> agent.q.shape, agent.alpha_schedule
+    ((3, 2), 'visits')
+    """
+
+    def __init__(
+        self,
+        n_states: int,
+        n_actions: int,
+        *,
+        alpha: float = 1.0,
+        gamma: float = 0.99,
+        alpha_schedule: str = "visits",
+        alpha_power: float = 0.6,
+        q_init: float = 0.0,
+    ) -> None:
+        for name, value in (("n_states", n_states), ("n_actions", n_actions)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise AgentConfigError(f"{name} must be a positive int, got {value!r}")
+        if not 0.0 < alpha <= 1.0:
+            raise AgentConfigError(f"alpha must be in (0, 1], got {alpha!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise AgentConfigError(f"gamma must be in [0, 1], got {gamma!r}")
+        if alpha_schedule not in ALPHA_SCHEDULES:
+            raise AgentConfigError(
+                f"alpha_schedule must be one of {ALPHA_SCHEDULES}, got {alpha_schedule!r}"
+            )
+        if not 0.0 < alpha_power <= 1.0:
+            raise AgentConfigError(f"alpha_power must be in (0, 1], got {alpha_power!r}")
+        if not math.isfinite(q_init):
+            raise AgentConfigError(f"q_init must be finite, got {q_init!r}")
+        self.n_states = int(n_states)
+        self.n_actions = int(n_actions)
+        self.alpha = float(alpha)
+        self.gamma = float(gamma)
+        self.alpha_schedule = alpha_schedule
+        self.alpha_power = float(alpha_power)
+        self.q_init = float(q_init)
+        # Offsets of gymnasium Discrete spaces whose ``start`` is not 0.
+        self.obs_start = 0
+        self.action_start = 0
+        self.q = np.full((self.n_states, self.n_actions), self.q_init, dtype=np.float64)
+        self.visits = np.zeros((self.n_states, self.n_actions), dtype=np.int64)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_spaces(cls, observation_space: Any, action_space: Any, **hp: Any) -> QLearningAgent:
+        """Build an agent for two ``gymnasium.spaces.Discrete`` spaces.
+
+        A ``Discrete(n, start=k)`` space is handled by offsetting: the agent takes and
+        returns values ``k .. k+n-1`` and stores them at rows/columns ``0 .. n-1``.
+
+        >>> from gymnasium.spaces import Box, Discrete
+        >>> agent = QLearningAgent.from_spaces(Discrete(4, start=1), Discrete(2))
+        >>> agent.act(4)
+        0
+        >>> QLearningAgent.from_spaces(Box(0, 1, (2,)), Discrete(2))
+        Traceback (most recent call last):
+        ...
+        replaystore.errors.SpaceError: observation space Box(0.0, 1.0, (2,), float32) is not \
+Discrete; tabular Q-learning needs Discrete observations and actions
+        """
+        from gymnasium.spaces import Discrete
+
+        for role, space in (("observation", observation_space), ("action", action_space)):
+            if not isinstance(space, Discrete):
+                raise SpaceError(
+                    f"{role} space {space!r} is not Discrete; "
+                    "tabular Q-learning needs Discrete observations and actions"
+                )
+        agent = cls(int(observation_space.n), int(action_space.n), **hp)
+        agent.obs_start = int(observation_space.start)
+        agent.action_start = int(action_space.start)
+        return agent
+
+    # ------------------------------------------------------------------ learning
+
+    def _indices(self, batch: Mapping[str, Any], field: str, n: int, start: int) -> np.ndarray:
+        values = np.asarray(batch[field])
+        if values.dtype.kind not in "iu":
+            raise SchemaError(
+                f"field {field!r} must hold integers, got dtype {values.dtype} "
+                f"(shape {values.shape})"
+            )
+        idx = values.reshape(-1).astype(np.int64) - start
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = values.reshape(-1)[(idx < 0) | (idx >= n)][0]
+            raise SchemaError(
+                f"field {field!r} must be in [{start}, {start + n - 1}], got {bad} "
+                f"(min {values.min()}, max {values.max()})"
+            )
+        return idx
+
+    def _check_batch(self, batch: Mapping[str, Any]) -> int:
+        missing = [f for f in _REQUIRED_FIELDS if f not in batch]
+        if missing:
+            raise SchemaError(
+                f"batch is missing field(s) {missing}; expected {list(_REQUIRED_FIELDS)} "
+                f"(+ optional {list(_OPTIONAL_FIELDS)}), got {sorted(batch)}"
+            )
+        shape = np.shape(batch["obs"])
+        for field in (*_REQUIRED_FIELDS, *(f for f in _OPTIONAL_FIELDS if f in batch)):
+            if np.shape(batch[field]) != shape:
+                raise SchemaError(
+                    f"field {field!r} has shape {np.shape(batch[field])}, expected {shape} "
+                    "(the shape of 'obs'); all fields of a batch need one row per transition"
+                )
+        for field in ("terminated", *(f for f in _OPTIONAL_FIELDS if f in batch)):
+            dtype = np.asarray(batch[field]).dtype
+            if dtype != np.bool_:
+                raise SchemaError(f"field {field!r} must have dtype bool, got {dtype}")
+        reward = np.asarray(batch["reward"])
+        if reward.dtype.kind not in "iuf":
+            raise SchemaError(f"field 'reward' must be numeric, got dtype {reward.dtype}")
+        return int(np.prod(shape, dtype=np.int64))
+
+    def update(self, batch: Mapping[str, np.ndarray]) -> float:
+        """Apply one batched Q-learning step and return the largest ``|Delta Q|``.
+
+        ``batch`` needs the fields ``obs``, ``action``, ``reward``, ``next_obs``,
+        ``terminated`` (bool) and may hold ``truncated`` (bool); all of one shape. Out of
+        range indices raise :class:`~replaystore.errors.SchemaError`.
+
+        >>> import numpy as np
+        >>> agent = QLearningAgent(1, 1, alpha=0.5, alpha_schedule="constant")
+        >>> agent.update({"obs": np.array([0, 0]), "action": np.array([0, 0]),
+        ...               "reward": np.array([1.0, 3.0]), "next_obs": np.array([0, 0]),
+        ...               "terminated": np.array([True, True])})
+        1.0
+        """
+        size = self._check_batch(batch)
+        if size == 0:
+            return 0.0
+        s = self._indices(batch, "obs", self.n_states, self.obs_start)
+        a = self._indices(batch, "action", self.n_actions, self.action_start)
+        s2 = self._indices(batch, "next_obs", self.n_states, self.obs_start)
+        r = np.asarray(batch["reward"], dtype=np.float64).reshape(-1)
+        terminated = np.asarray(batch["terminated"]).reshape(-1)
+        # ``truncated`` does not change the rule: a cut episode still bootstraps.
+
+        q = self.q
+        bootstrap = np.where(terminated, 0.0, q[s2].max(axis=1))
+        td = r + self.gamma * bootstrap - q[s, a]
+
+        n_cells = self.n_states * self.n_actions
+        flat = s * self.n_actions + a
+        if n_cells <= 4 * size + 1024:
+            counts = np.bincount(flat, minlength=n_cells)
+            sums = np.bincount(flat, weights=td, minlength=n_cells)
+            cells = np.flatnonzero(counts)
+            k = counts[cells]
+            mean_td = sums[cells] / k
+        else:  # large tables: avoid O(n_cells) work per batch
+            cells, inverse, k = np.unique(flat, return_inverse=True, return_counts=True)
+            mean_td = np.bincount(inverse, weights=td, minlength=cells.size) / k
+
+        visits = self.visits.reshape(-1)
+        visits[cells] += k
+        if self.alpha_schedule == "constant":
+            lr: np.ndarray | float = self.alpha
+        else:
+            lr = self.alpha * (k / visits[cells]) ** self.alpha_power
+        delta = lr * mean_td
+        q.reshape(-1)[cells] += delta
+        return float(np.abs(delta).max())
+
+    # ------------------------------------------------------------------ acting
+
+    def greedy_policy(self) -> np.ndarray:
+        """Greedy action for every state index, shape ``(n_states,)``.
+
+        Entry ``i`` is the action (in action-space values, ``action_start`` included) for
+        observation ``obs_start + i``. Ties go to the lowest action index.
+
+        >>> agent = QLearningAgent(2, 3)
+        >>> agent.q[1, 2] = 1.0
+        >>> agent.greedy_policy().tolist()
+        [0, 2]
+        """
+        return np.argmax(self.q, axis=1) + self.action_start
+
+    def act(
+        self,
+        obs: int | np.ndarray,
+        *,
+        epsilon: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> int | np.ndarray:
+        """Epsilon-greedy action(s) for ``obs`` (an int or an array of observations).
+
+        With probability ``epsilon`` the action is uniform over all actions (drawn from
+        ``rng``), otherwise greedy; greedy ties go to the lowest action index, so acting is
+        deterministic given ``rng``. ``rng`` may be omitted only when ``epsilon == 0``.
+
+        >>> import numpy as np
+        >>> agent = QLearningAgent(2, 4)
+        >>> agent.act(1)
+        0
+        >>> agent.act(np.array([0, 1]), epsilon=1.0, rng=np.random.default_rng(0)).shape
+        (2,)
+        """
+        if not 0.0 <= epsilon <= 1.0:
+            raise AgentConfigError(f"epsilon must be in [0, 1], got {epsilon!r}")
+        if epsilon > 0.0 and not isinstance(rng, np.random.Generator):
+            raise AgentConfigError(
+                f"epsilon={epsilon} needs an explicit rng=np.random.Generator, got {rng!r}"
+            )
+        idx = self._indices({"obs": obs}, "obs", self.n_states, self.obs_start)
+        greedy = np.argmax(self.q[idx], axis=1)
+        if epsilon > 0.0:
+            assert rng is not None
+            explore = rng.random(idx.size) < epsilon
+            greedy = np.where(explore, rng.integers(0, self.n_actions, idx.size), greedy)
+        actions = greedy + self.action_start
+        if np.ndim(obs) == 0:
+            return int(actions[0])
+        return actions.reshape(np.shape(obs))
+
+    # ------------------------------------------------------------------ state
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor arguments (plus space offsets) as JSON-ready values."""
+        return {
+            "n_states": self.n_states,
+            "n_actions": self.n_actions,
+            "alpha": self.alpha,
+            "gamma": self.gamma,
+            "alpha_schedule": self.alpha_schedule,
+            "alpha_power": self.alpha_power,
+            "q_init": self.q_init,
+            "obs_start": self.obs_start,
+            "action_start": self.action_start,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: hyperparameters, Q-table and visit counts (copies).
+
+        >>> a = QLearningAgent(2, 2, gamma=0.5)
+        >>> a.q[0, 1] = 3.0
+        >>> b = QLearningAgent(2, 2)
+        >>> b.load_state_dict(a.state_dict())
+        >>> b.q[0, 1], b.gamma
+        (np.float64(3.0), 0.5)
+        """
+        return {
+            "format_version": FORMAT_VERSION,
+            **self.hyperparameters(),
+            "q": self.q.copy(),
+            "visits": self.visits.copy(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (hyperparameters included)."""
+        version = state.get("format_version")
+        if version != FORMAT_VERSION:
+            raise FormatVersionError(
+                f"agent state has format_version {version!r}, expected {FORMAT_VERSION}"
+            )
+        keys = ("n_states", "n_actions", "alpha", "gamma", "alpha_schedule", "alpha_power")
+        missing = [k for k in (*keys, "q_init", "q", "visits") if k not in state]
+        if missing:
+            raise SchemaError(f"agent state is missing key(s) {missing}")
+        fresh = type(self)(
+            int(state["n_states"]),
+            int(state["n_actions"]),
+            alpha=float(state["alpha"]),
+            gamma=float(state["gamma"]),
+            alpha_schedule=str(state["alpha_schedule"]),
+            alpha_power=float(state["alpha_power"]),
+            q_init=float(state["q_init"]),
+        )
+        shape = (fresh.n_states, fresh.n_actions)
+        q = np.asarray(state["q"])
+        visits = np.asarray(state["visits"])
+        if q.shape != shape or q.dtype.kind != "f":
+            raise SchemaError(f"'q' must be a float array of shape {shape}, got "
+                              f"{q.dtype} {q.shape}")
+        if visits.shape != shape or visits.dtype.kind not in "iu":
+            raise SchemaError(f"'visits' must be an int array of shape {shape}, got "
+                              f"{visits.dtype} {visits.shape}")
+        fresh.q = q.astype(np.float64, copy=True)
+        fresh.visits = visits.astype(np.int64, copy=True)
+        fresh.obs_start = int(state.get("obs_start", 0))
+        fresh.action_start = int(state.get("action_start", 0))
+        self.__dict__.update(fresh.__dict__)
+
+    # ------------------------------------------------------------------ files
+
+    @staticmethod
+    def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+        path = Path(path)
+        if path.suffix != ".npy":
+            raise AgentConfigError(f"Q-table path must end in '.npy', got {str(path)!r}")
+        return path, path.with_suffix(".json"), path.with_suffix(".visits.npy")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the Q-table to ``path`` (``.npy``, float64, ``(n_states, n_actions)``).
+
+        Next to it go ``path.with_suffix('.json')`` (format version, hyperparameters,
+        shape, name of the visits file) and ``path.with_suffix('.visits.npy')`` (int64
+        visit counts). Each file is written to a temporary name and then renamed.
+        """
+        q_path, json_path, visits_path = self._paths(path)
+        meta = {
+            "format": "replaystore.QLearningAgent",
+            "format_version": FORMAT_VERSION,
+            **self.hyperparameters(),
+            "q_file": q_path.name,
+            "visits_file": visits_path.name,
+        }
+        for target, array in ((q_path, self.q), (visits_path, self.visits)):
+            tmp = target.with_name(target.name + ".tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, array, allow_pickle=False)
+            os.replace(tmp, target)
+        tmp = json_path.with_name(json_path.name + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, json_path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> QLearningAgent:
+        """Read an agent written by :meth:`save`.
+
+        A missing file raises :class:`~replaystore.errors.NotAStoreError`, an unreadable
+        or inconsistent one :class:`~replaystore.errors.CorruptStoreError`, both naming
+        the path.
+
+        >>> import tempfile, pathlib
+        >>> agent = QLearningAgent(3, 2, gamma=0.9)
+        >>> agent.q[2, 1] = 7.0
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     agent.save(pathlib.Path(d) / "Q.npy")
+        ...     back = QLearningAgent.load(pathlib.Path(d) / "Q.npy")
+        >>> back.q[2, 1], back.gamma
+        (np.float64(7.0), 0.9)
+        """
+        q_path, json_path, visits_path = cls._paths(path)
+        for p in (q_path, json_path, visits_path):
+            if not p.is_file():
+                raise NotAStoreError(
+                    f"{str(p)!r} does not exist; a saved QLearningAgent needs "
+                    f"{q_path.name}, {json_path.name} and {visits_path.name}"
+                )
+        try:
+            meta = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptStoreError(f"{str(json_path)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("format") != "replaystore.QLearningAgent":
+            raise CorruptStoreError(
+                f"{str(json_path)!r} does not describe a replaystore.QLearningAgent"
+            )
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{str(json_path)!r} has format_version {meta.get('format_version')!r}, "
+                f"this replaystore reads {FORMAT_VERSION}"
+            )
+        arrays = {}
+        for key, p in (("q", q_path), ("visits", visits_path)):
+            try:
+                arrays[key] = np.load(p, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                raise CorruptStoreError(f"{str(p)!r} is not a readable .npy file: {exc}") from exc
+        agent = cls(1, 1)
+        try:
+            agent.load_state_dict({**meta, **arrays})
+        except ReplayStoreError as exc:
+            raise CorruptStoreError(f"{str(q_path)!r}: {exc}") from exc
+        return agent
+
+    def __repr__(self) -> str:
+        return (
+            f"QLearningAgent(n_states={self.n_states}, n_actions={self.n_actions}, "
+            f"alpha={self.alpha}, gamma={self.gamma}, alpha_schedule={self.alpha_schedule!r}, "
+            f"alpha_power={self.alpha_power}, q_init={self.q_init})"
+        )

@@ -1,0 +1,115 @@
+"""Class-balanced sampling by any discrete key.
+
+>>> import tempfile, numpy as np, gymnasium as gym, replaystore as rs
+>>> store = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Discrete(5), gym.spaces.Discrete(2))
+>>> a = np.array([0] * 99 + [1])
+>>> store.extend({"obs": np.zeros(100, int), "action": a, "reward": np.zeros(100),
+...               "next_obs": np.zeros(100, int), "terminated": np.zeros(100, bool),
+...               "truncated": np.zeros(100, bool)})
+>>> s = BalancedSampler(store, by="action", batch_size=1000, seed=0)
+>>> 400 < int(s.sample()["action"].sum()) < 600
+True
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import SamplerError
+from .base import Sampler
+
+__all__ = ["BalancedSampler"]
+
+
+class BalancedSampler(Sampler):
+    """Each class of ``by`` gets an equal share of every batch (or ``class_weights``).
+
+    ``by`` is a discrete field (``"action"``, a user ``"label"``, ``"terminated"``),
+    ``"reward_sign"``, or a function ``f(rows: dict) -> int array`` (give ``key_name``
+    and optionally ``key_fields``). Within a class rows are drawn uniformly, with
+    replacement. The per-class index is built once and stored with the store; writers
+    keep it current. Classes with no stored rows are skipped with a warning.
+    """
+
+    def __init__(self, store, by: Any, batch_size: int, *, seed=None,
+                 class_weights: Mapping[Any, float] | None = None, fields=None,
+                 key_fields=None, key_name: str | None = None, readahead="auto") -> None:
+        super().__init__(store, batch_size, seed=seed, fields=fields, readahead=readahead)
+        self.by = by
+        self.index = store.class_index(by, key_fields=key_fields, key_name=key_name)
+        self.class_weights = dict(class_weights) if class_weights is not None else None
+        if self.class_weights is not None:
+            for c, w in self.class_weights.items():
+                if not np.isfinite(w) or w < 0:
+                    raise SamplerError(f"class_weights[{c!r}] = {w!r}; expected a finite weight >= 0")
+        self._gen = None
+        self._refresh(force=True)
+
+    def _refresh(self, force: bool = False) -> None:
+        store = self.store
+        key = (store.generation, store.total, store.size)
+        if not force and key == self._gen:
+            return
+        if self.index.covered < store.total:
+            self.index = store.class_index(self.by, key_fields=self.index.spec.fields or None,
+                                           key_name=self.index.spec.name)
+        lo, hi = store.total - store.size, store.total
+        starts, counts = self.index.live_ranges(lo, hi)
+        classes = list(self.index.classes)
+        w = np.ones(len(classes))
+        if self.class_weights is not None:
+            unknown = [c for c in self.class_weights if _as_int(c) not in classes]
+            if unknown:
+                warnings.warn(
+                    f"{store.path}: class_weights name classes {unknown} that have no rows in "
+                    f"{self.index.spec.name!r}; they are skipped", stacklevel=3)
+            w = np.array([float(self._weight_of(c)) for c in classes])
+        empty = [c for c, n, wt in zip(classes, counts, w, strict=True) if n == 0 and wt > 0]
+        if empty and force:
+            warnings.warn(
+                f"{store.path}: classes {empty} of {self.index.spec.name!r} have no stored rows; "
+                "they are skipped", stacklevel=3)
+        w = np.where(counts > 0, w, 0.0)
+        if w.sum() <= 0:
+            raise SamplerError(
+                f"{store.path}: no class of {self.index.spec.name!r} has both stored rows and a "
+                "positive weight"
+            )
+        self.classes = classes
+        self.p = w / w.sum()
+        self.starts, self.counts = starts, counts
+        self._active = np.flatnonzero(self.p > 0)
+        self._gen = key
+
+    def _weight_of(self, c: int) -> float:
+        for k, v in self.class_weights.items():
+            if _as_int(k) == c:
+                return v
+        return 0.0
+
+    def sample_indices(self) -> np.ndarray:
+        self._size()
+        self._refresh()
+        b = self.batch_size
+        cls = self.rng.choice(len(self.p), size=b, p=self.p)
+        u = self.rng.random(b)
+        pos = self.starts[cls] + (u * self.counts[cls]).astype(np.int64)
+        ids = np.empty(b, np.int64)
+        for j in self._active:
+            sel = cls == j
+            if sel.any():
+                ids[sel] = self.index.gather(int(j), pos[sel])
+        return ids - (self.store.total - self.store.size)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"by": self.index.spec.name}
+
+
+def _as_int(c: Any) -> int:
+    if isinstance(c, bool | np.bool_):
+        return int(c)
+    return int(c)

@@ -1,0 +1,126 @@
+"""RowArray: one uncompressed Zarr v3 array of rows on local disk.
+
+Rows are written in place into chunk files (``pwrite`` at the row's byte offset; a new
+chunk file is created at its full, padded size) and read through a
+:class:`~replaystore.storage.mapping.ChunkedView`. The files stay a valid Zarr v3 array:
+the ``bytes`` codec stores each chunk as a plain little-endian C-order block.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .files import atomic_write_json, chunk_path, read_json
+from .mapping import MADV_NORMAL, ChunkedView
+
+__all__ = ["RowArray", "create_row_array"]
+
+_MAX_OPEN_FILES = 256
+
+
+def create_row_array(
+    path: Path, dtype, shape: tuple[int, ...], chunk_rows: int, rows: int = 0, codecs=None
+) -> None:
+    """Create the Zarr v3 array metadata for a row array (no chunk files yet)."""
+    dt = np.dtype(dtype)
+    zarr.create_array(
+        str(path),
+        shape=(rows, *shape),
+        chunks=(chunk_rows, *shape),
+        dtype=dt,
+        compressors=codecs,
+        fill_value=False if dt.kind == "b" else 0,
+        config={"write_empty_chunks": True},
+        zarr_format=3,
+    )
+
+
+class RowArray:
+    """In-place writer and mapped reader of one uncompressed row array."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        dtype,
+        shape: tuple[int, ...],
+        chunk_rows: int,
+        max_rows: int | None,
+        name: str,
+        advice: int = MADV_NORMAL,
+    ) -> None:
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.chunk_rows = int(chunk_rows)
+        self.name = name
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        self.chunk_bytes = self.row_bytes * self.chunk_rows
+        self._le = self.dtype.newbyteorder("<")
+        self._fds: dict[int, int] = {}
+        self._meta: dict | None = None
+        self.view = ChunkedView(
+            lambda k: chunk_path(self.path.parent, self.path.name, k, len(self.shape)),
+            dtype=self.dtype,
+            shape=self.shape,
+            chunk_rows=self.chunk_rows,
+            max_rows=max_rows,
+            name=name,
+            advice=advice,
+        )
+
+    # -- writing --------------------------------------------------------------------------
+    def _fd(self, k: int) -> int:
+        fd = self._fds.get(k)
+        if fd is None:
+            path = chunk_path(self.path.parent, self.path.name, k, len(self.shape))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if os.fstat(fd).st_size != self.chunk_bytes:
+                os.ftruncate(fd, self.chunk_bytes)
+            if len(self._fds) >= _MAX_OPEN_FILES:
+                for key in list(self._fds)[: _MAX_OPEN_FILES // 2]:
+                    os.close(self._fds.pop(key))
+            self._fds[k] = fd
+        return fd
+
+    def write(self, dst: int, rows: np.ndarray) -> None:
+        """Write ``rows`` at physical row ``dst`` onwards (may span chunks)."""
+        cr = self.chunk_rows
+        data = np.ascontiguousarray(rows, dtype=self._le)
+        flat = memoryview(data.reshape(len(data), -1) if data.ndim > 1 else data).cast("B")
+        pos, src, n, rb = dst, 0, len(data), self.row_bytes
+        while src < n:
+            k, off = divmod(pos, cr)
+            m = min(n - src, cr - off)
+            os.pwrite(self._fd(k), flat[src * rb : (src + m) * rb], off * rb)
+            pos += m
+            src += m
+
+    def sync(self) -> None:
+        for fd in self._fds.values():
+            os.fsync(fd)
+
+    def set_rows(self, rows: int, *, fsync: bool = False) -> None:
+        """Set the array's row count in its ``zarr.json`` (for growing arrays)."""
+        if self._meta is None:
+            self._meta = read_json(self.path / "zarr.json", what=f"array metadata of {self.name!r}")
+        if self._meta["shape"][0] != rows:
+            self._meta["shape"][0] = int(rows)
+            atomic_write_json(self.path / "zarr.json", self._meta, fsync=fsync)
+
+    # -- reading --------------------------------------------------------------------------
+    def readable(self, rows: int) -> ChunkedView:
+        """The mapped view with physical rows ``[0, rows)`` readable."""
+        self.view.ensure(rows)
+        return self.view
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self.view.close()
