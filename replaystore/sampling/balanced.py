@@ -81,8 +81,11 @@ class BalancedSampler(Sampler):
             )
         self.classes = classes
         self.p = w / w.sum()
+        self._cdf = np.cumsum(self.p)
         self.starts, self.counts = starts, counts
-        self._active = np.flatnonzero(self.p > 0)
+        self._active = np.flatnonzero(self.p > 0).tolist()
+        self._ids = [self.index._ids_view(j) for j in range(len(classes))]
+        self._ring = self.index.capacity if self.index._memory is None else None
         self._gen = key
 
     def _weight_of(self, c: int) -> float:
@@ -95,15 +98,26 @@ class BalancedSampler(Sampler):
         self._size()
         self._refresh()
         b = self.batch_size
-        cls = self.rng.choice(len(self.p), size=b, p=self.p)
-        u = self.rng.random(b)
-        pos = self.starts[cls] + (u * self.counts[cls]).astype(np.int64)
-        ids = np.empty(b, np.int64)
-        for j in self._active:
-            sel = cls == j
-            if sel.any():
-                ids[sel] = self.index.gather(int(j), pos[sel])
-        return ids - (self.store.total - self.store.size)
+        u = self.rng.random((2, b))
+        cls = np.searchsorted(self._cdf, u[0] * self._cdf[-1], side="right")
+        np.minimum(cls, len(self._cdf) - 1, out=cls)
+        pos = self.starts[cls] + (u[1] * self.counts[cls]).astype(np.int64)
+        if self._ring is not None:
+            pos %= self._ring
+        if len(self._active) == 1:
+            ids = self._ids[self._active[0]][pos]
+        else:
+            ids = np.empty(b, np.int64)
+            order = np.argsort(cls, kind="stable")
+            bounds = np.searchsorted(cls[order], np.arange(len(self.p) + 1)).tolist()
+            views = self._ids
+            for j in self._active:
+                a, z = bounds[j], bounds[j + 1]
+                if z > a:
+                    sel = order[a:z]
+                    ids[sel] = views[j][pos[sel]]
+        ids -= self.store.total - self.store.size
+        return ids
 
     def _extra_state(self) -> dict[str, Any]:
         return {"by": self.index.spec.name}

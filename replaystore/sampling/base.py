@@ -70,11 +70,13 @@ class Sampler(ABC):
 
     # -- helpers for subclasses -----------------------------------------------------------
     def _size(self) -> int:
-        n = len(self.store)
+        store = self.store
+        if store.mode == "a":
+            store._publish()
+        n = store.size
         if n == 0:
-            raise EmptyStoreError(f"{self.store.path}: cannot sample from an empty store")
-        self.store._publish()
-        return self.store.size
+            raise EmptyStoreError(f"{store.path}: cannot sample from an empty store")
+        return n
 
     # -- sampling -------------------------------------------------------------------------
     def sample(self) -> dict[str, np.ndarray]:

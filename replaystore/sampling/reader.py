@@ -38,24 +38,52 @@ class BatchReader:
         self.readahead = readahead
         self._cold = readahead is True
         self._fds: dict[tuple[str, int], int] = {}
-        self._slow = 0.0
+        self._recent: list[float] = []
+        self._plan_key = None
+        self._plan: list = []
 
     def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Rows at logical ``indices`` (already in range), one new array per field."""
         store = self.store
-        store._publish()
+        if store.mode == "a":
+            store._publish()
         phys = store.physical(indices)
-        out = {f.name: np.empty((len(phys), *f.shape), f.dtype) for f in self._f}
+        key = (store.generation, store.total)
+        if key != self._plan_key:
+            self._make_plan()
+            self._plan_key = key
+        n = len(phys)
+        out = {}
         if self._cold:
             self._advise(phys)
         t0 = time.perf_counter() if self.readahead == "auto" else 0.0
-        store.read_physical(phys, self.fields, out)
-        if self.readahead == "auto" and len(phys):
-            per_row = (time.perf_counter() - t0) / len(phys)
-            # exponential average so one slow batch does not flip the mode
-            self._slow = 0.8 * self._slow + 0.2 * per_row
-            self._cold = self._slow > _COLD_SECONDS_PER_ROW
+        for name, shape, dtype, gather in self._plan:
+            out[name] = gather(phys, axis=0, out=np.empty((n, *shape), dtype))
+        if self.readahead == "auto" and n:
+            # median of the last batches, so one slow batch (first touch of a mapping,
+            # a scheduler hiccup) does not flip the mode; copying wide rows is not slow
+            self._recent.append((time.perf_counter() - t0) / n - self._row_bytes * 1e-9)
+            if len(self._recent) > 8:
+                del self._recent[0]
+                self._cold = sorted(self._recent)[4] > _COLD_SECONDS_PER_ROW
         return out
+
+    def _make_plan(self) -> None:
+        """Per field, the cheapest gather: ``take`` on the mapped array when there is one."""
+        store = self.store
+        plan = []
+        for f in self._f:
+            gather = None
+            if not f.compressed:
+                view = store._view(f)
+                if view.contiguous:
+                    gather = view.array.take
+            if gather is None:
+                def gather(phys, axis=0, out=None, f=f):
+                    return store._gather(f, phys, out)
+            plan.append((f.name, f.shape, f.dtype, gather))
+        self._plan = plan
+        self._row_bytes = sum(f.row_bytes for f in self._f)
 
     def will_need(self, indices: np.ndarray) -> None:
         """Hint the kernel to start reading the pages of these rows (cold-cache mode only)."""

@@ -87,8 +87,11 @@ class WeightedSampler(Sampler):
         self._size()
         self._refresh()
         u = self.rng.random(self.batch_size) * self._cdf[-1]
-        idx = np.searchsorted(self._cdf, u, side="right")
-        return np.minimum(idx, len(self._cdf) - 1)
+        # sorted keys let searchsorted narrow each search with the previous result
+        order = np.argsort(u)
+        idx = np.empty(self.batch_size, np.int64)
+        idx[order] = np.searchsorted(self._cdf, u[order], side="right")
+        return np.minimum(idx, len(self._cdf) - 1, out=idx)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"weights": self.weights_field}
@@ -98,5 +101,5 @@ def _check(w: np.ndarray, what: str, offset: int = 0) -> SamplerError | None:
     bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        return SamplerError(f"{what}: row {offset + i} has weight {w[i]!r}; weights must be finite and >= 0")
+        return SamplerError(f"{what}: row {offset + i} has weight {float(w[i])}; weights must be finite and >= 0")
     return None

@@ -1,0 +1,364 @@
+"""Sampling throughput and memory of replaystore against numpy memmaps and plain zarr.
+
+Every case runs in its own subprocess (so peak anonymous memory is that case's own) and
+draws the very same row indices from the same data for the store and for its baselines:
+
+* the baseline ``memmap`` gathers the same fields from one ``np.load(mmap_mode="r")``
+  ``.npy`` file per field (``np.take`` on the mapped array, the fastest way we found);
+* ``zarr`` is zarr-python's own orthogonal indexing on the store's arrays (a few
+  batches only: it is three orders of magnitude slower).
+
+Usage::
+
+    python tools/bench_sample.py                    # full run (needs ~20 GB disk, ~15 min)
+    python tools/bench_sample.py --quick            # small sizes, a minute or two
+    python tools/bench_sample.py --cold             # also page-cache-dropped cases (root)
+
+Results print as markdown tables and are saved as JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import replaystore as rs  # noqa: E402
+
+VEC_FIELDS = ["obs", "action", "reward", "next_obs", "terminated", "truncated", "episode", "step", "priority"]
+IMG_FIELDS = ["obs", "action", "reward", "next_obs", "terminated", "truncated", "episode", "step", "priority"]
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+def _spaces(kind: str):
+    import gymnasium as gym
+
+    if kind == "vec":
+        return gym.spaces.Box(-10, 10, (8,), np.float32), gym.spaces.Discrete(4)
+    return gym.spaces.Box(0, 255, (84, 84), np.uint8), gym.spaces.Discrete(6)
+
+
+def build(workdir: Path, kind: str, rows: int, codecs: str | None = None) -> Path:
+    """Create (once) a store of ``rows`` synthetic transitions and .npy copies of its fields."""
+    tag = f"{kind}_{rows}" + (f"_{codecs.replace(':', '')}" if codecs else "")
+    path = workdir / f"{tag}.zarr"
+    npy = workdir / f"{tag}.npy"
+    done = workdir / f"{tag}.done"
+    if done.exists():
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(npy, ignore_errors=True)
+    obs_space, act_space = _spaces(kind)
+    store = rs.create(path, obs_space, act_space, extra_fields=[("priority", "float32")],
+                      codecs=codecs)
+    rng = np.random.default_rng(12345)
+    block = 1 << 18 if kind == "vec" else 1 << 12
+    n_act = act_space.n
+    t0 = time.perf_counter()
+    for a in range(0, rows, block):
+        n = min(block, rows - a)
+        if kind == "vec":
+            obs = rng.standard_normal((n + 1, 8), dtype=np.float32)
+        else:
+            obs = rng.integers(0, 256, (n + 1, 84, 84), dtype=np.uint8)
+        # 1000:10:1-style imbalance in the action, so balanced sampling has work to do
+        action = rng.choice(n_act, size=n, p=_imbalanced(n_act))
+        store.extend({
+            "obs": obs[:-1], "next_obs": obs[1:], "action": action,
+            "reward": rng.standard_normal(n, dtype=np.float32),
+            "terminated": rng.random(n) < 0.005, "truncated": rng.random(n) < 0.001,
+            "priority": rng.random(n, dtype=np.float32),
+        })
+    store.close()
+    build_s = time.perf_counter() - t0
+    store = rs.open(path)
+    npy.mkdir()
+    for f in store.schema.names:
+        fld = store.schema[f]
+        mm = np.lib.format.open_memmap(npy / f"{f}.npy", mode="w+", dtype=fld.dtype, shape=(rows, *fld.shape))
+        for a in range(0, rows, 1 << 20):
+            b = min(rows, a + (1 << 20))
+            mm[a:b] = store.read_range(a, b, fields=[f])[f]
+        mm.flush()
+        del mm
+    store.close()
+    done.write_text(json.dumps({"rows": rows, "build_seconds": build_s}))
+    return path
+
+
+def _imbalanced(k: int) -> np.ndarray:
+    w = np.array([1000.0, 10.0, 1.0] + [100.0] * (k - 3))
+    return w / w.sum()
+
+
+def disk_bytes(path: Path) -> int:
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            st = os.stat(os.path.join(d, f))
+            total += min(st.st_size, st.st_blocks * 512)
+    return total
+
+
+# --------------------------------------------------------------------------------------
+# one measurement (runs in a subprocess)
+# --------------------------------------------------------------------------------------
+def rss_anon_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+def worker(spec: dict) -> dict:
+    path = Path(spec["path"])
+    batch, nb, reps = spec["batch"], spec["batches"], spec["reps"]
+    reader, sampler_kind = spec["reader"], spec["sampler"]
+    store = rs.open(path)
+    fields = list(store.schema.names)
+    n = len(store)
+    if spec.get("random_advice"):
+        store.advise_random(True)
+    kw = dict(batch_size=batch, seed=spec.get("seed", 0))
+    if sampler_kind == "uniform":
+        sampler = rs.UniformSampler(store, **kw)
+    elif sampler_kind == "epoch":
+        sampler = rs.UniformSampler(store, replacement=False, **kw)
+    elif sampler_kind == "balanced":
+        sampler = rs.BalancedSampler(store, by="action", **kw)
+    elif sampler_kind == "weighted":
+        sampler = rs.WeightedSampler(store, weights="priority", **kw)
+    else:
+        raise ValueError(sampler_kind)
+    total_batches = nb * reps + spec.get("warmup", 20)
+    peak = rss_anon_kb()
+    if reader != "store":
+        # the baselines read exactly the indices the sampler would have drawn
+        idx = [sampler.sample_indices() for _ in range(total_batches)]
+        store.close()
+        del sampler
+        peak = rss_anon_kb()
+    if reader == "memmap":
+        npy = path.with_suffix(".npy")
+        mm = {f: np.load(npy / f"{f}.npy", mmap_mode="r") for f in fields}
+        if spec.get("random_advice"):
+            import mmap as _mmap
+            for m in mm.values():
+                m._mmap.madvise(_mmap.MADV_RANDOM)
+        arrs = {f: np.asarray(m) for f, m in mm.items()}
+
+        def one(i):
+            return {f: np.take(a, idx[i], axis=0) for f, a in arrs.items()}
+    elif reader == "zarr":
+        import zarr
+
+        g = zarr.open_group(str(path), mode="r")
+        arrs = {f: g[f] for f in fields}
+
+        def one(i):
+            return {f: a.get_orthogonal_selection((idx[i],)) for f, a in arrs.items()}
+    elif reader == "store":
+        prefetch = spec.get("prefetch", 0)
+        it = sampler.iter(None, prefetch=prefetch) if prefetch else None
+
+        def one(i):
+            return next(it) if it is not None else sampler.sample()
+    else:
+        raise ValueError(reader)
+    warm = spec.get("warmup", 20)
+    for i in range(warm):
+        one(i)
+    rates = []
+    i = warm
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(nb):
+            one(i)
+            i += 1
+        rates.append(nb * batch / (time.perf_counter() - t))
+        peak = max(peak, rss_anon_kb())
+    return {"rows_per_s": float(np.median(rates)), "all": rates, "rss_anon_mb": peak / 1024, "rows": n}
+
+
+# --------------------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------------------
+def drop_caches() -> bool:
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def run(spec: dict, cgroup_mb: int | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    if cgroup_mb:
+        cg = Path("/sys/fs/cgroup/memory/replaystore-bench")
+        cg.mkdir(exist_ok=True)
+        (cg / "memory.limit_in_bytes").write_text(str(cgroup_mb * 2**20))
+        proc = subprocess.Popen(
+            ["sh", "-c", f"echo $$ > {cg}/cgroup.procs && exec \"$@\"", "sh", *cmd],
+            stdout=subprocess.PIPE, text=True)
+        out, _ = proc.communicate()
+    else:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def table(title: str, rows: list[dict], cols: list[str]) -> str:
+    lines = [f"\n### {title}\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if v >= 1e6:
+            return f"{v / 1e6:.2f}M"
+        if v >= 1e4:
+            return f"{v / 1e3:.0f}k"
+        if v >= 100:
+            return f"{v:.0f}"
+        return f"{v:.2f}"
+    return str(v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", default="/tmp/replaystore-bench")
+    ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    ap.add_argument("--rows", type=int, default=4_000_000, help="vector store rows for the main table")
+    ap.add_argument("--sizes", default="1000000,10000000,50000000", help="rows for the scaling table")
+    ap.add_argument("--image-rows", type=int, default=200_000)
+    ap.add_argument("--cold", action="store_true", help="page-cache-dropped and memory-limited cases (root)")
+    ap.add_argument("--cgroup-mb", type=int, default=512, help="memory limit of the memory-limited case")
+    ap.add_argument("--json", default=None, help="write all results here")
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.rows, args.sizes, args.image_rows = 400_000, "200000,1000000", 20_000
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    results: dict = {"machine": f"{os.cpu_count()} cores", "time": time.strftime("%Y-%m-%d %H:%M")}
+    out = []
+
+    # 1. vector and image: every sampler against memmap and zarr on the same indices
+    for kind, rows, batch, nb in (("vec", args.rows, 256, 400), ("img", args.image_rows, 32, 400)):
+        path = build(work, kind, rows)
+        main_rows = []
+        for sampler in ("uniform", "balanced", "weighted", "epoch"):
+            base = dict(path=str(path), batch=batch, batches=nb, reps=7, sampler=sampler)
+            r_store = run({**base, "reader": "store"})
+            r_mm = run({**base, "reader": "memmap"})
+            r_z = run({**base, "reader": "zarr", "batches": 2, "reps": 3, "warmup": 1})
+            main_rows.append({
+                "sampler": sampler, "store rows/s": r_store["rows_per_s"],
+                "memmap rows/s": r_mm["rows_per_s"], "zarr-python rows/s": r_z["rows_per_s"],
+                "store / memmap": r_store["rows_per_s"] / r_mm["rows_per_s"],
+                "store RssAnon MB": r_store["rss_anon_mb"], "memmap RssAnon MB": r_mm["rss_anon_mb"],
+            })
+        uni = main_rows[0]["store rows/s"]
+        for r in main_rows:
+            r["vs uniform"] = r["store rows/s"] / uni
+        results[f"{kind}_main"] = main_rows
+        what = "obs float32[8]" if kind == "vec" else "obs uint8[84,84]"
+        out.append(table(
+            f"{kind}: {rows:,} rows, {what}, batch {batch}, all {len(VEC_FIELDS)} fields, warm page cache "
+            f"(store {disk_bytes(path) / 2**20:.0f} MiB on disk)",
+            main_rows,
+            ["sampler", "store rows/s", "memmap rows/s", "store / memmap", "vs uniform",
+             "zarr-python rows/s", "store RssAnon MB", "memmap RssAnon MB"]))
+        print(out[-1], flush=True)
+
+    # 2. scaling with store size (vector, uniform)
+    scale_rows = []
+    for rows in sizes:
+        path = build(work, "vec", rows)
+        base = dict(path=str(path), batch=256, batches=400, reps=7, sampler="uniform")
+        r_store = run({**base, "reader": "store"})
+        r_mm = run({**base, "reader": "memmap"})
+        scale_rows.append({"rows": f"{rows:,}", "store GiB": disk_bytes(path) / 2**30,
+                           "store rows/s": r_store["rows_per_s"], "memmap rows/s": r_mm["rows_per_s"],
+                           "store / memmap": r_store["rows_per_s"] / r_mm["rows_per_s"],
+                           "store RssAnon MB": r_store["rss_anon_mb"]})
+    first = scale_rows[0]["store rows/s"]
+    for r in scale_rows:
+        r[f"vs {sizes[0]:,} rows"] = r["store rows/s"] / first
+    results["scaling"] = scale_rows
+    out.append(table("uniform sampling vs store size (vector, batch 256, warm cache)", scale_rows,
+                     ["rows", "store GiB", "store rows/s", "memmap rows/s", "store / memmap",
+                      f"vs {sizes[0]:,} rows", "store RssAnon MB"]))
+    print(out[-1], flush=True)
+
+    # 3. compressed store: what compression costs at sampling time
+    path = build(work, "vec", min(args.rows, 1_000_000), codecs="zstd:3")
+    plain = build(work, "vec", min(args.rows, 1_000_000))
+    base = dict(batch=256, batches=100, reps=5, sampler="uniform", reader="store")
+    comp = [
+        {"layout": "uncompressed (default)", **_pick(run({**base, "path": str(plain)})),
+         "MiB on disk": disk_bytes(plain) / 2**20},
+        {"layout": "zstd:3, 256 MiB chunk cache", **_pick(run({**base, "path": str(path)})),
+         "MiB on disk": disk_bytes(path) / 2**20},
+    ]
+    results["compressed"] = comp
+    out.append(table(f"compression at sampling time ({min(args.rows, 1_000_000):,} rows, vector, uniform)",
+                     comp, ["layout", "rows/s", "RssAnon MB", "MiB on disk"]))
+    print(out[-1], flush=True)
+
+    # 4. cold page cache and memory-limited process
+    if args.cold:
+        big = build(work, "vec", sizes[-1])
+        cold_rows = []
+        base = dict(path=str(big), batch=256, batches=40, reps=5, sampler="uniform", warmup=2)
+        cases = [
+            ("memmap, MADV_RANDOM", {"reader": "memmap", "random_advice": True}, None),
+            ("memmap, default advice", {"reader": "memmap"}, None),
+            ("store, readahead on, prefetch 2", {"reader": "store", "prefetch": 2}, None),
+            ("store, MADV_RANDOM, readahead, prefetch 2",
+             {"reader": "store", "prefetch": 2, "random_advice": True}, None),
+            (f"memmap, MADV_RANDOM, cgroup {args.cgroup_mb} MB",
+             {"reader": "memmap", "random_advice": True}, args.cgroup_mb),
+            (f"store, prefetch 2, cgroup {args.cgroup_mb} MB", {"reader": "store", "prefetch": 2},
+             args.cgroup_mb),
+        ]
+        for name, extra, cg in cases:
+            if not drop_caches():
+                print("cannot drop the page cache (needs root); skipping cold cases")
+                break
+            r = run({**base, **extra}, cgroup_mb=cg)
+            cold_rows.append({"case": name, **_pick(r)})
+        results["cold"] = cold_rows
+        out.append(table(f"cold page cache ({sizes[-1]:,} rows, {disk_bytes(big) / 2**30:.1f} GiB, "
+                         "caches dropped before each case)", cold_rows, ["case", "rows/s", "RssAnon MB"]))
+        print(out[-1], flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print("\n".join(out))
+
+
+def _pick(r: dict) -> dict:
+    return {"rows/s": r["rows_per_s"], "RssAnon MB": r["rss_anon_mb"]}
+
+
+if __name__ == "__main__":
+    main()
