@@ -233,7 +233,7 @@ def create(
         "format_version": FORMAT_VERSION,
         "created": {
             "replaystore_version": _version(),
-            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "time": now_iso(),
             "zarr_version": zarr.__version__,
         },
         "capacity": capacity,
@@ -245,6 +245,13 @@ def create(
     state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
     _write_group(root, meta, state, fsync=True)
     return ReplayStore(root, "a", **options)
+
+
+def now_iso() -> str:
+    """Current UTC time, or ``SOURCE_DATE_EPOCH`` when set (for byte-identical rebuilds)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    t = _dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch else _dt.datetime.now(_dt.UTC)
+    return t.isoformat(timespec="seconds")
 
 
 def _ceil_pow2(n: int) -> int:

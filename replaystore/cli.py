@@ -1,0 +1,328 @@
+"""The ``replaystore`` command line: a thin layer over the library.
+
+Each command parses its arguments, makes one or two library calls and prints. Errors
+from replaystore (and bad files or arguments) become a one-line message and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from . import __version__
+from .errors import ReplayStoreError
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DEMO_STORE = DATA_DIR / "frozenlake-4x4-slippery.zarr"
+
+
+class _Group(click.Group):
+    """Turn expected errors into ``Error: <one line>`` and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ReplayStoreError, FileExistsError, FileNotFoundError, PermissionError,
+                IsADirectoryError, NotADirectoryError) as e:
+            raise click.ClickException(" ".join(str(e).split())) from None
+        except OSError as e:  # disk full, I/O errors
+            raise click.ClickException(" ".join(f"{e.filename or ''}: {e.strerror or e}".split())) from None
+
+
+def _json_arg(value: str | None, name: str) -> dict:
+    if not value:
+        return {}
+    try:
+        out = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON ({e.msg}): {value!r}", param_hint=name) from None
+    if not isinstance(out, dict):
+        raise click.BadParameter(f"expected a JSON object like '{{\"is_slippery\": true}}', got {value!r}",
+                                 param_hint=name)
+    return out
+
+
+def _open(path: str):
+    from .storage import open as open_store
+
+    return open_store(path, mode="r")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="replaystore")
+def main() -> None:
+    """Disk-backed experience replay: collect -> store -> sample -> train -> evaluate."""
+
+
+# -- collect ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("env_id")
+@click.option("--out", "out", required=True, type=click.Path(), help="Store to create or append to.")
+@click.option("--steps", type=click.IntRange(min=1), help="Environment steps to record (per run, all envs).")
+@click.option("--episodes", type=click.IntRange(min=1), help="Complete episodes to record.")
+@click.option("--policy", type=click.Choice(["random"]), default="random", show_default=True,
+              help="Behaviour policy when no --qtable is given.")
+@click.option("--qtable", type=click.Path(dir_okay=False), help="Act epsilon-greedily from this Q.npy.")
+@click.option("--epsilon", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Exploration rate with --qtable.")
+@click.option("--num-envs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run K environments side by side (gymnasium sync vector env).")
+@click.option("--capacity", type=click.IntRange(min=1), help="Make a ring buffer keeping the newest C rows.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\'.')
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def collect(env_id, out, steps, episodes, policy, qtable, epsilon, num_envs, capacity, seed, env_kwargs,
+            progress):
+    """Run ENV_ID with a policy and record every transition into --out.
+
+    Example: replaystore collect FrozenLake-v1 --out fl.zarr --steps 50000 --seed 0
+    """
+    from .collect import collect as run_collect
+
+    if (steps is None) == (episodes is None):
+        raise click.UsageError("give exactly one of --steps or --episodes")
+    kwargs = _json_arg(env_kwargs, "--env-kwargs")
+    pol: Any = policy
+    if qtable:
+        from .agents import QLearningAgent
+
+        pol = QLearningAgent.load(qtable)
+    stats = run_collect(env_id, out, steps=steps, episodes=episodes, policy=pol,
+                        epsilon=epsilon if qtable else 0.0, num_envs=num_envs, capacity=capacity,
+                        seed=seed, env_kwargs=kwargs, progress=progress)
+    click.echo(f"recorded {stats.steps} transitions ({stats.episodes} complete episodes, "
+               f"mean return {stats.mean_return:.3f}) into {out} in {stats.seconds:.1f}s")
+
+
+# -- inspect ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("path", type=click.Path())
+def info(path):
+    """Schema, spaces, rows, episodes, capacity, chunking and size on disk of a store.
+
+    Example: replaystore info data/frozenlake-4x4-slippery.zarr
+    """
+    from .spaces import describe
+
+    store = _open(path)
+    meta = store.metadata
+    sizes = store.nbytes_on_disk()
+    ep = store.episodes()
+    lines = [
+        f"store:          {store.path}",
+        f"format version: {store.format_version} (replaystore {meta['created'].get('replaystore_version')}, "
+        f"created {meta['created'].get('time')})",
+        f"env:            {meta.get('env', {}).get('id') or '-'}"
+        + (f" {json.dumps(meta['env'].get('kwargs'))}" if meta.get("env", {}).get("kwargs") else ""),
+        f"rows:           {len(store):,} (total written {store.total:,})",
+        f"capacity:       {'unbounded' if store.capacity is None else f'{store.capacity:,} (ring)'}",
+        f"episodes:       {len(ep):,} ({int(ep['complete'].sum()) if len(ep) else 0:,} complete)",
+    ]
+    if store.observation_space is not None:
+        lines.append(f"observation:    {describe(store.observation_space)}")
+        lines.append(f"action:         {describe(store.action_space)}")
+    lines.append("fields:")
+    lines.append(f"  {'name':<16}{'dtype':<9}{'shape':<12}{'chunk rows':>11}  {'codec':<12}{'on disk':>10}")
+    for f in store.schema:
+        lines.append(f"  {f.name:<16}{f.dtype.name:<9}{str(f.shape):<12}{f.chunk_rows:>11,}  "
+                     f"{f.codec or 'none':<12}{_human(sizes[f.name]):>10}")
+    lines.append(f"  {'total':<60}{_human(sum(sizes.values())):>10}")
+    click.echo("\n".join(lines))
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("-n", "rows", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--fields", help="Comma-separated fields to show (default: all narrow ones).")
+def head(path, rows, fields):
+    """The first rows of a store as a pandas table.
+
+    Example: replaystore head fl.zarr -n 5 --fields obs,action,reward
+    """
+    import pandas as pd
+
+    store = _open(path)
+    names = [f.strip() for f in fields.split(",")] if fields else None
+    df = store.to_pandas(fields=names, start=0, stop=rows)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        click.echo(df.to_string())
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("-n", "rows", type=click.IntRange(min=0), default=None, help="Show only the first N episodes.")
+def episodes(path, rows):
+    """One line per episode: id, first row, length, return, terminated, truncated.
+
+    Example: replaystore episodes fl.zarr -n 20
+    """
+    store = _open(path)
+    df = store.episodes()
+    if rows is not None:
+        df = df.head(rows)
+    click.echo(df.to_string(index=False))
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--balanced-by", help="Balance classes of this discrete field (or reward_sign).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fields", help="Comma-separated fields to show.")
+def sample(path, batch_size, balanced_by, seed, fields):
+    """Draw one batch and print it.
+
+    Example: replaystore sample fl.zarr --batch-size 8 --balanced-by action --seed 1
+    """
+    import pandas as pd
+
+    from .inspect import _columns
+    from .sampling import BalancedSampler, UniformSampler
+
+    store = _open(path)
+    names = [f.strip() for f in fields.split(",")] if fields else None
+    if balanced_by:
+        s = BalancedSampler(store, by=balanced_by, batch_size=batch_size, seed=seed, fields=names)
+    else:
+        s = UniformSampler(store, batch_size=batch_size, seed=seed, fields=names)
+    batch = s.sample()
+    cols: dict[str, np.ndarray] = {}
+    for k, v in batch.items():
+        if int(np.prod(v.shape[1:], dtype=np.int64)) <= 64:
+            cols.update(_columns(k, v))
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        click.echo(pd.DataFrame(cols).to_string())
+
+
+# -- train and evaluate ---------------------------------------------------------------------------
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to save Q.npy.")
+@click.option("--updates", type=click.IntRange(min=1), help="Exactly this many updates (default: until converged).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the store instead.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--alpha-schedule", type=click.Choice(["visits", "polynomial", "constant"]), default="visits",
+              show_default=True)
+@click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True)
+@click.option("--balanced-by", help="Sample class-balanced by this discrete field.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tol", type=float, default=1e-4, show_default=True, help="Convergence tolerance on max |dQ|.")
+@click.option("--max-updates", type=click.IntRange(min=1), default=500_000, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate every K updates.")
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--env", "env_id", help="Environment for evaluation (default: the store's env id).")
+@click.option("--env-kwargs", help="Evaluation env kwargs as JSON (default: the store's).")
+@click.option("--log", "log_csv", type=click.Path(dir_okay=False), help="Write metrics to this CSV.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, balanced_by, seed, tol,
+          max_updates, eval_every, eval_episodes, env_id, env_kwargs, log_csv, progress):
+    """Train a tabular Q-learning agent offline from the store at PATH.
+
+    Example: replaystore train fl.zarr --out q.npy --gamma 0.95 --eval-every 5000
+    """
+    from .agents import QLearningAgent
+    from .training import OfflineTrainer
+
+    store = _open(path)
+    agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, alpha=alpha,
+                                       gamma=gamma, alpha_schedule=alpha_schedule)
+    env_id = env_id or store.env_info.get("id")
+    kwargs = _json_arg(env_kwargs, "--env-kwargs") if env_kwargs else store.env_info.get("kwargs", {})
+    if eval_every and not env_id:
+        raise click.UsageError("--eval-every needs --env: the store does not record its env id")
+    trainer = OfflineTrainer(store, agent, batch_size=batch_size, seed=seed, balanced_by=balanced_by)
+    res = trainer.train(updates=updates, epochs=epochs, tol=tol, max_updates=max_updates,
+                        eval_env=env_id if eval_every else None, env_kwargs=kwargs, eval_every=eval_every,
+                        eval_episodes=eval_episodes, log_csv=log_csv, progress=progress)
+    agent.save(out)
+    click.echo(f"{res.updates:,} updates ({res.transitions:,} transitions, "
+               f"{res.transitions_per_second:,.0f}/s): {res.stop_reason}")
+    for ev in res.evaluations[-3:]:
+        click.echo(f"  update {ev['update']:>8,}: mean return {ev['mean_return']:.3f}, "
+                   f"success {ev['success_rate']:.2%}")
+    click.echo(f"saved Q-table {agent.q.shape} to {out}")
+
+
+@main.command()
+@click.argument("env_id")
+@click.argument("qtable", type=click.Path(dir_okay=False))
+@click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epsilon", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--env-kwargs", help="Environment keyword arguments as JSON.")
+def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
+    """Run a saved Q-table greedily in ENV_ID: mean return, success rate, episode length.
+
+    Example: replaystore evaluate FrozenLake-v1 q.npy --episodes 1000 --env-kwargs '{"is_slippery": true}'
+    """
+    from .agents import QLearningAgent
+    from .training import evaluate as run_eval
+
+    agent = QLearningAgent.load(qtable)
+    r = run_eval(env_id, agent, episodes=episodes, seed=seed, epsilon=epsilon,
+                 env_kwargs=_json_arg(env_kwargs, "--env-kwargs"))
+    click.echo(f"{env_id}: {r['episodes']} episodes, mean return {r['mean_return']:.3f} "
+               f"(std {r['std_return']:.3f}), success rate {r['success_rate']:.2%}, "
+               f"mean length {r['mean_length']:.1f}")
+
+
+# -- demo ----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--data", type=click.Path(), default=str(DEMO_STORE), show_default=True,
+              help="Store to train on (the bundled FrozenLake dataset).")
+@click.option("--gamma", type=click.FloatRange(0, 1, max_open=True), default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also save the Q-table here.")
+def demo(data, gamma, seed, episodes, out):
+    """The main job on the bundled dataset: train offline, evaluate, compare with the optimum.
+
+    Example: replaystore demo
+    """
+    import time
+
+    from .agents import QLearningAgent, policy_value_gap
+    from .training import OfflineTrainer, evaluate as run_eval, make_env
+
+    t0 = time.perf_counter()
+    store = _open(data)
+    env_id = store.env_info.get("id")
+    kwargs = store.env_info.get("kwargs", {})
+    ep = store.episodes()
+    click.echo(f"dataset   {data}\n          {env_id} {json.dumps(kwargs)}: {len(store):,} transitions, "
+               f"{len(ep):,} episodes, behaviour return {ep['return'].mean():.3f}")
+    agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, gamma=gamma)
+    res = OfflineTrainer(store, agent, seed=seed).train(progress=False)
+    click.echo(f"train     {res.updates:,} updates of {OfflineTrainer(store, agent).sampler.batch_size} "
+               f"({res.transitions:,} transitions replayed, {res.transitions_per_second:,.0f}/s); "
+               f"{res.stop_reason}")
+    r = run_eval(env_id, agent, episodes=episodes, seed=seed, env_kwargs=kwargs)
+    click.echo(f"evaluate  {episodes} episodes: mean return {r['mean_return']:.3f}, "
+               f"success rate {r['success_rate']:.1%}, mean length {r['mean_length']:.1f}")
+    env = make_env(env_id, kwargs)
+    gap = policy_value_gap(env, agent.greedy_policy(), gamma)
+    click.echo(f"optimum   V*={gap['v_star']:.4f}, greedy policy V={gap['v_pi']:.4f} "
+               f"(gives up {gap['rel_gap']:.2%} of the optimal value at gamma={gamma})")
+    if out:
+        agent.save(out)
+        click.echo(f"saved     {out}")
+    click.echo(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name="replaystore")
+    sys.exit(0)

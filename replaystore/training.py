@@ -1,0 +1,311 @@
+"""Offline training: replay sampled batches from a store into an agent, and evaluate it.
+
+The trainer never touches the environment while learning; it only evaluates the greedy
+policy in a fresh environment when asked (``eval_every``).
+
+>>> import tempfile, replaystore as rs
+>>> from replaystore.collect import collect
+>>> from replaystore.agents import QLearningAgent
+>>> path = tempfile.mkdtemp() + "/fl.zarr"
+>>> _ = collect("FrozenLake-v1", path, steps=2000, seed=0, env_kwargs={"is_slippery": False})
+>>> store = rs.open(path)
+>>> agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, gamma=0.9)
+>>> result = OfflineTrainer(store, agent, seed=0).train(updates=2000)
+>>> evaluate("FrozenLake-v1", agent, episodes=10, seed=0, env_kwargs={"is_slippery": False})["success_rate"]
+1.0
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from .errors import ReplayStoreError, SamplerError
+from .sampling import BalancedSampler, Sampler, UniformSampler
+from .storage.store import ReplayStore
+
+__all__ = ["OfflineTrainer", "TrainResult", "evaluate", "make_env", "EnvError", "TRAIN_FIELDS"]
+
+TRAIN_FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+
+
+class EnvError(ReplayStoreError, ValueError):
+    """An environment id or its keyword arguments cannot be used."""
+
+
+def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, **make_kwargs: Any) -> gym.Env:
+    """``gym.make`` with errors turned into :class:`EnvError` naming the id and kwargs."""
+    try:
+        return gym.make(env_id, **dict(env_kwargs or {}), **make_kwargs)
+    except gym.error.Error as e:
+        raise EnvError(f"environment {env_id!r}: {e}") from None
+    except TypeError as e:
+        raise EnvError(f"environment {env_id!r} does not accept env kwargs {dict(env_kwargs or {})}: {e}") from None
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: updates, transitions replayed, convergence, evaluations."""
+
+    updates: int
+    transitions: int
+    seconds: float
+    converged: bool
+    stop_reason: str
+    last_max_dq: float
+    evaluations: list[dict] = field(default_factory=list)
+
+    @property
+    def transitions_per_second(self) -> float:
+        return self.transitions / self.seconds if self.seconds > 0 else math.inf
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "transitions_per_second": self.transitions_per_second}
+
+
+def evaluate(
+    env: str | gym.Env,
+    agent: Any,
+    *,
+    episodes: int = 100,
+    seed: int = 0,
+    env_kwargs: Mapping[str, Any] | None = None,
+    epsilon: float = 0.0,
+    max_steps: int | None = None,
+) -> dict[str, float]:
+    """Run ``agent`` greedily (or epsilon-greedy) for ``episodes`` and report the results.
+
+    Returns ``mean_return``, ``std_return``, ``success_rate`` and ``mean_length``. An
+    episode counts as a success when the environment says so (``info["is_success"]``) or,
+    failing that, when it *terminated* on a positive reward (FrozenLake: reached the goal;
+    Taxi: delivered the passenger). Episodes are seeded ``seed, seed+1, ...``.
+    """
+    if not isinstance(episodes, int) or episodes <= 0:
+        raise EnvError(f"episodes must be a positive int, got {episodes!r}")
+    own = isinstance(env, str)
+    env = make_env(env, env_kwargs) if own else env
+    _check_agent_fits(env, agent)
+    rng = np.random.default_rng(seed)
+    limit = max_steps or getattr(env.spec, "max_episode_steps", None) or 10_000
+    returns, lengths, successes = [], [], []
+    try:
+        for ep in range(episodes):
+            obs, info = env.reset(seed=seed + ep)
+            total, steps, success = 0.0, 0, False
+            while True:
+                action = agent.act(obs, epsilon=epsilon, rng=rng)
+                obs, reward, terminated, truncated, info = env.step(action)
+                total += float(reward)
+                steps += 1
+                if terminated or truncated or steps >= limit:
+                    if "is_success" in info:
+                        success = bool(info["is_success"])
+                    else:
+                        success = bool(terminated) and float(reward) > 0
+                    break
+            returns.append(total)
+            lengths.append(steps)
+            successes.append(success)
+    finally:
+        if own:
+            env.close()
+    return {
+        "episodes": episodes,
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "success_rate": float(np.mean(successes)),
+        "mean_length": float(np.mean(lengths)),
+    }
+
+
+def _check_agent_fits(env: gym.Env, agent: Any) -> None:
+    n_s = getattr(agent, "n_states", None)
+    n_a = getattr(agent, "n_actions", None)
+    os_, as_ = env.observation_space, env.action_space
+    if n_s is None:
+        return
+    if not isinstance(os_, gym.spaces.Discrete) or not isinstance(as_, gym.spaces.Discrete):
+        raise EnvError(
+            f"environment {env.spec.id if env.spec else env}: spaces {os_} / {as_} are not Discrete; "
+            "the tabular agent needs Discrete observations and actions"
+        )
+    if (int(os_.n), int(as_.n)) != (n_s, n_a):
+        raise EnvError(
+            f"environment {env.spec.id if env.spec else env} has {int(os_.n)} states x {int(as_.n)} "
+            f"actions but the Q-table has shape ({n_s}, {n_a})"
+        )
+
+
+class OfflineTrainer:
+    """Replays batches drawn from a store into an agent's ``update``.
+
+    ``sampler`` defaults to a seeded :class:`UniformSampler` over the fields the agent
+    needs (or a :class:`BalancedSampler` when ``balanced_by`` is given).
+    """
+
+    def __init__(
+        self,
+        store: ReplayStore,
+        agent: Any,
+        *,
+        sampler: Sampler | None = None,
+        batch_size: int = 256,
+        seed: int | None = 0,
+        balanced_by: str | None = None,
+    ) -> None:
+        self.store = store
+        self.agent = agent
+        self._check_store()
+        if sampler is None:
+            if balanced_by:
+                sampler = BalancedSampler(store, by=balanced_by, batch_size=batch_size, seed=seed,
+                                          fields=TRAIN_FIELDS)
+            else:
+                sampler = UniformSampler(store, batch_size=batch_size, seed=seed, fields=TRAIN_FIELDS)
+        self.sampler = sampler
+        self.updates = 0
+
+    def _check_store(self) -> None:
+        obs, act = self.store.observation_space, self.store.action_space
+        n_s, n_a = getattr(self.agent, "n_states", None), getattr(self.agent, "n_actions", None)
+        if n_s is None or obs is None:
+            return
+        if not isinstance(obs, gym.spaces.Discrete) or not isinstance(act, gym.spaces.Discrete):
+            raise SamplerError(
+                f"{self.store.path}: observation space {obs} / action space {act} are not Discrete; "
+                "the tabular Q-learning agent needs Discrete spaces"
+            )
+        if (int(obs.n), int(act.n)) != (n_s, n_a):
+            raise SamplerError(
+                f"{self.store.path}: store spaces have {int(obs.n)} states x {int(act.n)} actions, "
+                f"the agent's Q-table is ({n_s}, {n_a})"
+            )
+
+    def train(
+        self,
+        updates: int | None = None,
+        *,
+        epochs: float | None = None,
+        tol: float = 1e-4,
+        window: int = 200,
+        max_updates: int = 500_000,
+        eval_env: str | gym.Env | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+        eval_every: int | None = None,
+        eval_episodes: int = 100,
+        eval_seed: int = 10_000,
+        log_csv: str | Path | None = None,
+        progress: bool = False,
+        callback: Callable[[int, float], None] | None = None,
+        prefetch: int = 2,
+    ) -> TrainResult:
+        """Run updates: exactly ``updates``, or ``epochs`` passes over the store, or (the
+        default, both ``None``) until the Q-table stops changing: the largest change of
+        any entry stayed below ``tol`` for ``window`` consecutive updates. ``max_updates``
+        caps the run; hitting it is reported in ``stop_reason`` and ``converged=False``.
+        """
+        if updates is not None and epochs is not None:
+            raise SamplerError("give updates or epochs, not both")
+        if updates is not None and (not isinstance(updates, int) or updates < 0):
+            raise SamplerError(f"updates must be a non-negative int, got {updates!r}")
+        batch = self.sampler.batch_size
+        if epochs is not None:
+            if epochs <= 0:
+                raise SamplerError(f"epochs must be positive, got {epochs!r}")
+            updates = math.ceil(epochs * len(self.store) / batch)
+        until_converged = updates is None
+        target = max_updates if until_converged else updates
+        eval_env = eval_env if eval_every else None
+        log = _CsvLog(log_csv) if log_csv else None
+        result = TrainResult(0, 0, 0.0, False, "", math.nan)
+        quiet_for = 0
+        t0 = time.perf_counter()
+        bar = _progress(target, progress, "converging" if until_converged else "training")
+        try:
+            it = self.sampler.iter(target, prefetch=prefetch) if target else iter(())
+            for batch_rows in it:
+                dq = float(self.agent.update(batch_rows))
+                self.updates += 1
+                result.updates += 1
+                result.transitions += batch
+                result.last_max_dq = dq
+                quiet_for = quiet_for + 1 if dq < tol else 0
+                if callback is not None:
+                    callback(result.updates, dq)
+                row = None
+                if eval_env is not None and result.updates % eval_every == 0:
+                    ev = evaluate(eval_env, self.agent, episodes=eval_episodes, seed=eval_seed,
+                                  env_kwargs=env_kwargs)
+                    row = {"update": result.updates, **ev}
+                    result.evaluations.append(row)
+                if log is not None and (row is not None or result.updates % 100 == 0):
+                    log.write({"update": result.updates, "transitions": result.transitions,
+                               "max_dq": dq, "seconds": time.perf_counter() - t0,
+                               **({k: row[k] for k in ("mean_return", "success_rate", "mean_length")}
+                                  if row else {})})
+                bar.update(1)
+                if until_converged and quiet_for >= window:
+                    result.converged = True
+                    result.stop_reason = (
+                        f"converged: max |dQ| < {tol:g} for {window} consecutive updates"
+                    )
+                    break
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        result.seconds = time.perf_counter() - t0
+        if not result.stop_reason:
+            if until_converged:
+                result.stop_reason = (
+                    f"hit the cap of {max_updates} updates before max |dQ| stayed below {tol:g}; "
+                    "raise max_updates or tol, or collect more data"
+                )
+            else:
+                result.stop_reason = f"ran the requested {result.updates} updates"
+        return result
+
+
+class _CsvLog:
+    COLUMNS = ("update", "transitions", "max_dq", "seconds", "mean_return", "success_rate", "mean_length")
+
+    def __init__(self, path: str | Path) -> None:
+        self.f = open(path, "w", newline="")  # noqa: SIM115
+        self.w = csv.DictWriter(self.f, fieldnames=self.COLUMNS)
+        self.w.writeheader()
+
+    def write(self, row: dict) -> None:
+        self.w.writerow(row)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class _progress:
+    """A click progress bar on stderr when asked for (and a no-op otherwise)."""
+
+    def __init__(self, total: int, on: bool, label: str) -> None:
+        self.bar = None
+        if on:
+            import click
+
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
