@@ -296,7 +296,8 @@ def demo(data, gamma, seed, episodes, out):
     import time
 
     from .agents import QLearningAgent, policy_value_gap
-    from .training import OfflineTrainer, evaluate as run_eval, make_env
+    from .training import OfflineTrainer, make_env
+    from .training import evaluate as run_eval
 
     t0 = time.perf_counter()
     store = _open(data)

@@ -22,6 +22,7 @@ __all__ = [
     "CorruptStoreError",
     "StoreLockedError",
     "RowIndexError",
+    "EnvError",
 ]
 
 
@@ -67,3 +68,7 @@ class StoreLockedError(ReplayStoreError, BlockingIOError):
 
 class RowIndexError(ReplayStoreError, IndexError):
     """A row index is outside the rows the store holds."""
+
+
+class EnvError(ReplayStoreError, ValueError):
+    """An environment id or its keyword arguments cannot be used."""

@@ -29,17 +29,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from .errors import ReplayStoreError, SamplerError
+from .errors import EnvError, SamplerError
 from .sampling import BalancedSampler, Sampler, UniformSampler
 from .storage.store import ReplayStore
 
 __all__ = ["OfflineTrainer", "TrainResult", "evaluate", "make_env", "EnvError", "TRAIN_FIELDS"]
 
 TRAIN_FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
-
-
-class EnvError(ReplayStoreError, ValueError):
-    """An environment id or its keyword arguments cannot be used."""
 
 
 def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, **make_kwargs: Any) -> gym.Env:

@@ -20,7 +20,7 @@ from gymnasium.spaces import (
     Text,
     Tuple,
 )
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from replaystore.errors import ReplayStoreError, SpaceError
@@ -558,7 +558,12 @@ def test_value_roundtrip_batched():
 @given(spaces, st.integers(0, 2**32 - 1))
 def test_value_roundtrip_property(space, seed):
     space.seed(seed)
-    value = space.sample()
+    try:
+        value = space.sample()
+    except ValueError:
+        # gymnasium's Box.sample overflows on int64 bounds spanning the whole dtype range
+        # (high - low does not fit); that is gymnasium's limit, not ours
+        assume(False)
     fields = flatten_value("v", space, value)
     assert set(fields) == {n for n, _ in flatten_space("v", space)}
     assert_values_equal(value, unflatten_value("v", space, fields))

@@ -65,8 +65,8 @@ class Sampler(ABC):
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+    def _load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`_extra_state` saved (nothing by default)."""
 
     # -- helpers for subclasses -----------------------------------------------------------
     def _size(self) -> int:

@@ -236,7 +236,8 @@ class ClassIndex:
         pos = self.counts[j]
         if cap is None:
             ra.write(pos, ids)
-            ra.set_rows(pos + len(ids))
+            end = pos + len(ids)
+            ra.set_rows(-(-end // INDEX_CHUNK_ROWS) * INDEX_CHUNK_ROWS)  # a chunk at a time
         else:
             start = pos % cap
             first = min(len(ids), cap - start)

@@ -41,8 +41,8 @@ from ..errors import (
 )
 from . import ring
 from .array import RowArray
-from .index import ClassIndex, KeySpec, key_spec
 from .files import WriterLock, atomic_write_json, read_json
+from .index import ClassIndex, KeySpec, key_spec
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView
 from .schema import Field, Schema
 
@@ -218,6 +218,7 @@ def create(
                 for f in schema
             ]
         )
+    info_copy = _json_copy(info or {}, root, "info")
     group = zarr.open_group(str(root), mode="w-", zarr_format=3)
     for f in schema:
         group.create_array(
@@ -240,11 +241,23 @@ def create(
         "fields": schema.to_json(),
         "spaces": spaces_json,
         "env": {"id": env_id} if env_id else {},
-        "info": dict(info or {}),
+        "info": info_copy,
     }
     state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
     _write_group(root, meta, state, fsync=True)
     return ReplayStore(root, "a", **options)
+
+
+def _json_copy(obj: Any, root: Path, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise SchemaError(f"{root}: {what} must be JSON-serializable: {e}") from None
+
+
+def _alloc(rows: int, chunk_rows: int) -> int:
+    """Rows rounded up to whole chunks."""
+    return -(-rows // chunk_rows) * chunk_rows
 
 
 def now_iso() -> str:
@@ -383,11 +396,11 @@ class ReplayStore:
     @property
     def info(self) -> dict:
         """Free-form user metadata; change it with :meth:`update_info` (mode ``"a"``)."""
-        return dict(self._meta.get("info", {}))
+        return json.loads(json.dumps(self._meta.get("info", {})))
 
     @property
     def env_info(self) -> dict:
-        return dict(self._meta.get("env", {}))
+        return json.loads(json.dumps(self._meta.get("env", {})))
 
     def update_info(self, info: Mapping[str, Any] | None = None, *, env: Mapping | None = None) -> None:
         """Merge JSON-serializable ``info`` (and ``env`` details) into the metadata; kept on commit."""
@@ -396,10 +409,10 @@ class ReplayStore:
             if new:
                 merged = {**self._meta.get(target, {}), **dict(new)}
                 try:
-                    json.dumps(merged, allow_nan=False)
+                    # a deep copy: later changes to the caller's objects cannot reach us
+                    self._meta[target] = json.loads(json.dumps(merged, allow_nan=False))
                 except (TypeError, ValueError) as e:
                     raise SchemaError(f"{self.path}: {target} must be JSON-serializable: {e}") from None
-                self._meta[target] = merged
         self._commit_state(self._state)
 
     @property
@@ -482,6 +495,7 @@ class ReplayStore:
         try:
             if self.mode == "a":
                 self.flush()
+                self._trim_arrays()
         finally:
             self._closed = True
             for ra in self._rows.values():
@@ -657,6 +671,18 @@ class ReplayStore:
         self._since_commit = 0
         self._last_commit = time.monotonic()
 
+    def _trim_arrays(self) -> None:
+        """Make every field array's shape exactly the stored rows (unbounded stores)."""
+        if self.capacity is not None:
+            return
+        for f in self.schema:
+            if f.compressed:
+                arr = self._zarr_array(f)
+                if arr.shape[0] != self.total:
+                    arr.resize((self.total, *f.shape))
+            else:
+                self._row_array(f).set_rows(self.total, fsync=self._fsync)
+
     def _committed_state(self) -> dict:
         return getattr(self, "_last_committed", {})
 
@@ -679,13 +705,15 @@ class ReplayStore:
             f = self.schema[name]
             buf = self._buf[name]
             if cap is None and f.compressed:
-                self._resize_zarr(f, new_total)
+                self._resize_zarr(f, _alloc(new_total, f.chunk_rows))
             for a, b, dst in segments:
                 self._write_rows(f, dst, buf[a:b])
         if cap is None:
+            # While a writer has the store open, arrays grow a whole chunk at a time (one
+            # metadata write per chunk, not per commit); close() trims them to the rows.
             for f in self.schema:
                 if not f.compressed:
-                    self._row_array(f).set_rows(new_total, fsync=self._fsync)
+                    self._row_array(f).set_rows(_alloc(new_total, f.chunk_rows), fsync=self._fsync)
         if self._meta.get("indexes"):
             skip = segments[0][0] if segments else n
             rows = {name: self._buf[name][skip:n] for name in self.schema.names}

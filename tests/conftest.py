@@ -1,0 +1,187 @@
+"""Shared fixtures and helpers for the store tests.
+
+Rows made here are *self-identifying*: row ``i`` (the global counter, counted over
+everything ever written to a store) has ``reward == i`` and every other field is a
+deterministic function of ``i``, so a row read back can be checked against the row that
+was written without keeping the data around.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium.spaces import Box, Dict, Discrete, MultiBinary, MultiDiscrete, Tuple
+
+import replaystore as rs
+from replaystore.spaces import flatten_space
+
+# fields the store fills in or that every store has, besides obs/action/next_obs leaves
+SCALAR_FIELDS = ("reward", "terminated", "truncated", "episode", "step")
+
+
+@pytest.fixture
+def tmp_store_path(tmp_path: Path) -> Path:
+    """A path where a store can be created (does not exist yet)."""
+    return tmp_path / "store.zarr"
+
+
+# --------------------------------------------------------------------------------------
+# self-identifying values
+# --------------------------------------------------------------------------------------
+
+
+def _leaf_values(space, idx: np.ndarray) -> np.ndarray:
+    """A batch of values of leaf ``space`` for global row numbers ``idx`` (shape (n,))."""
+    n = len(idx)
+    if type(space) is Box:
+        shape = space.shape
+        size = int(np.prod(shape, dtype=np.int64))
+        offs = np.arange(size, dtype=np.int64).reshape(shape)
+        i = idx.reshape((n,) + (1,) * len(shape))
+        dt = space.dtype
+        if dt.kind == "f":
+            low = space.low.astype(np.float64)
+            high = space.high.astype(np.float64)
+            low = np.where(np.isfinite(low), low, -1e3)
+            high = np.where(np.isfinite(high), high, 1e3)
+            span = high - low
+            # i + offs/8 is exact in float16 only for small values: stay in [low, high]
+            frac = ((i * 7 + offs) % 64) / 64.0
+            vals = low + frac * span
+            return vals.astype(dt)
+        if dt.kind == "b":
+            return ((i + offs) % 2).astype(bool)
+        lo = space.low.astype(np.int64)
+        hi = space.high.astype(np.int64)
+        return (lo + (i + offs) % (hi - lo + 1)).astype(dt)
+    if type(space) is Discrete:
+        return (int(space.start) + idx % int(space.n)).astype(space.dtype)
+    if type(space) is MultiDiscrete:
+        nvec = space.nvec.astype(np.int64)
+        start = space.start.astype(np.int64)
+        offs = np.arange(nvec.size, dtype=np.int64).reshape(nvec.shape)
+        i = idx.reshape((n,) + (1,) * nvec.ndim)
+        return (start + (i + offs) % nvec).astype(space.dtype)
+    if type(space) is MultiBinary:
+        shape = space.shape
+        size = int(np.prod(shape, dtype=np.int64))
+        offs = np.arange(size, dtype=np.int64).reshape(shape)
+        i = idx.reshape((n,) + (1,) * len(shape))
+        return ((i >> (offs % 16)) & 1).astype(space.dtype)
+    raise AssertionError(f"not a leaf space: {space!r}")
+
+
+def make_batch(
+    observation_space,
+    action_space,
+    start: int,
+    n: int,
+    *,
+    term_every: int = 0,
+    trunc_every: int = 0,
+) -> dict[str, np.ndarray]:
+    """``n`` self-identifying transitions for global rows ``start .. start+n-1``.
+
+    Keys are the store's field names (composite spaces flattened: ``obs.pos``...).
+    ``terminated`` is true on rows ``i % term_every == term_every - 1`` (never when 0),
+    ``truncated`` likewise with ``trunc_every``. ``episode``/``step`` are not included.
+    """
+    idx = np.arange(start, start + n, dtype=np.int64)
+    out: dict[str, np.ndarray] = {}
+    for name, leaf in flatten_space("obs", observation_space):
+        out[name] = _leaf_values(leaf, idx)
+    for name, leaf in flatten_space("action", action_space):
+        out[name] = _leaf_values(leaf, idx)
+    out["reward"] = idx.astype(np.float32)
+    for name, leaf in flatten_space("obs", observation_space):
+        out["next_" + name] = _leaf_values(leaf, idx + 1)
+    out["terminated"] = (
+        (idx % term_every == term_every - 1) if term_every else np.zeros(n, bool)
+    )
+    out["truncated"] = (
+        (idx % trunc_every == trunc_every - 1) if trunc_every else np.zeros(n, bool)
+    )
+    return out
+
+
+def rows_of(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Split a batch into single rows (for ``store.append(**row)``)."""
+    n = len(batch["reward"])
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def expected_episodes(
+    terminated, truncated, *, episode: int = 0, step: int = 0, next_episode: int = 1
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """Reference model of episode/step auto-fill; returns (episode, step, final state)."""
+    eps, steps = [], []
+    for te, tr in zip(terminated, truncated, strict=True):
+        eps.append(episode)
+        steps.append(step)
+        if te or tr:
+            episode, next_episode, step = next_episode, next_episode + 1, 0
+        else:
+            step += 1
+    return (
+        np.array(eps, dtype=np.int64),
+        np.array(steps, dtype=np.int64),
+        (episode, step, next_episode),
+    )
+
+
+def read_all(store, fields=None) -> dict[str, np.ndarray]:
+    return store.read_range(0, len(store), fields=fields)
+
+
+def assert_batches_equal(got: dict, want: dict, fields=None) -> None:
+    names = want.keys() if fields is None else fields
+    for name in names:
+        g, w = np.asarray(got[name]), np.asarray(want[name])
+        assert g.dtype == w.dtype, f"{name}: dtype {g.dtype} != {w.dtype}"
+        assert g.shape == w.shape, f"{name}: shape {g.shape} != {w.shape}"
+        np.testing.assert_array_equal(g, w, err_msg=f"field {name!r}")
+
+
+# A small standard store used by many tests.
+STD_OBS = Box(-1e6, 1e6, (3,), np.float32)
+STD_ACT = Discrete(4)
+
+
+def std_batch(start: int, n: int, **kw) -> dict[str, np.ndarray]:
+    return make_batch(STD_OBS, STD_ACT, start, n, **kw)
+
+
+@pytest.fixture
+def std_store(tmp_store_path):
+    """An open (mode 'a') unbounded store with 10 committed rows and 3 buffered rows."""
+    store = rs.create(tmp_store_path, STD_OBS, STD_ACT)
+    store.extend(std_batch(0, 10, term_every=4))
+    store.flush()
+    store.extend(std_batch(10, 3, term_every=4))
+    yield store
+    store.close()
+
+
+SPACE_CASES = {
+    "box_f32": Box(-1.0, 1.0, (3,), np.float32),
+    "box_f64_2d": Box(np.array([[-2.0, 0.0], [-np.inf, 1.0]]), np.array([[2.0, 5.0], [np.inf, 3.0]]), dtype=np.float64),
+    "box_f16": Box(-4.0, 4.0, (2,), np.float16),
+    "box_u8_image": Box(0, 255, (8, 8, 3), np.uint8),
+    "box_i32": Box(-100, 100, (4,), np.int32),
+    "box_i64_scalar": Box(-(2**40), 2**40, (), np.int64),
+    "box_bool": Box(0, 1, (2,), bool),
+    "discrete": Discrete(5),
+    "discrete_start": Discrete(3, start=-2),
+    "discrete_i32": Discrete(7, start=3, dtype=np.int32),
+    "multidiscrete": MultiDiscrete([3, 4], start=[1, 0]),
+    "multidiscrete_2d": MultiDiscrete(np.array([[2, 3], [4, 5]]), dtype=np.int32),
+    "multibinary": MultiBinary(5),
+    "multibinary_2d": MultiBinary([2, 3]),
+    "dict": Dict({"pos": Box(-1.0, 1.0, (2,), np.float32), "goal": Discrete(4)}),
+    "tuple": Tuple([Discrete(3, start=1), Box(0, 10, (2,), np.int16)]),
+    "nested": Dict(
+        {"cam": Box(0, 255, (4, 4), np.uint8), "state": Tuple([MultiBinary(3), Dict({"v": Box(-1, 1, (1,))})])}
+    ),
+}
