@@ -75,9 +75,11 @@ def main() -> None:
 @click.option("--capacity", type=click.IntRange(min=1), help="Make a ring buffer keeping the newest C rows.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\'.')
+@click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk file (new stores; default by size).")
+@click.option("--codecs", help="Compression for a new store: none, zstd[:level], lz4, blosc-lz4, gzip.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def collect(env_id, out, steps, episodes, policy, qtable, epsilon, num_envs, capacity, seed, env_kwargs,
-            progress):
+            chunk_rows, codecs, progress):
     """Run ENV_ID with a policy and record every transition into --out.
 
     Example: replaystore collect FrozenLake-v1 --out fl.zarr --steps 50000 --seed 0
@@ -94,7 +96,8 @@ def collect(env_id, out, steps, episodes, policy, qtable, epsilon, num_envs, cap
         pol = QLearningAgent.load(qtable)
     stats = run_collect(env_id, out, steps=steps, episodes=episodes, policy=pol,
                         epsilon=epsilon if qtable else 0.0, num_envs=num_envs, capacity=capacity,
-                        seed=seed, env_kwargs=kwargs, progress=progress)
+                        seed=seed, env_kwargs=kwargs, progress=progress, chunk_rows=chunk_rows,
+                        codecs=codecs)
     click.echo(f"recorded {stats.steps} transitions ({stats.episodes} complete episodes, "
                f"mean return {stats.mean_return:.3f}) into {out} in {stats.seconds:.1f}s")
 

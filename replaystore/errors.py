@@ -23,6 +23,7 @@ __all__ = [
     "StoreLockedError",
     "RowIndexError",
     "EnvError",
+    "StoreExistsError",
 ]
 
 
@@ -72,3 +73,7 @@ class RowIndexError(ReplayStoreError, IndexError):
 
 class EnvError(ReplayStoreError, ValueError):
     """An environment id or its keyword arguments cannot be used."""
+
+
+class StoreExistsError(ReplayStoreError, FileExistsError):
+    """Creating a store where one (or another file or directory) already exists."""

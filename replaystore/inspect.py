@@ -33,7 +33,7 @@ BLOCK_ROWS = 1 << 20
 def _columns(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
     if values.ndim == 1:
         return {name: values}
-    flat = values.reshape(len(values), -1)
+    flat = values.reshape(len(values), int(np.prod(values.shape[1:], dtype=np.int64)))
     if values.ndim == 2:
         return {f"{name}_{i}": flat[:, i] for i in range(flat.shape[1])}
     return {

@@ -9,9 +9,16 @@ changing (max |Delta Q| below ``--tol`` for ``--window`` consecutive updates) or
 grade the greedy policy exactly against ``env.unwrapped.P``:
 ``rel_gap = (V* - V^pi) / |V*|`` averaged over the initial-state distribution.
 
+Measured (seed 0, batch 4096, default agent: ``alpha_schedule="visits"``, alpha 1): every
+env and gamma reaches rel_gap <= 1e-2. The data sizes and update caps in ``ENVS`` are what
+it took: deterministic Taxi/CliffWalking converge in a few hundred updates; the slippery
+envs never meet the max |dQ| test (rarely visited pairs keep moving) and run to their
+cap. FrozenLake 8x8 is data-bound: with 2M random-policy transitions even the optimal
+policy of the empirical MDP (column ``ce_gap``) misses 1% at gamma 0.9/0.95; 4M suffice.
+
 Later this script will be rewired to collect into and sample from a ReplayStore.
 
-Run: ``python3 tools/optimality_prototype.py`` (about a minute on 2 cores);
+Run: ``python3 tools/optimality_prototype.py`` (about 2-3 minutes on 2 idle cores);
 ``--help`` lists the knobs used for the experiments.
 """
 
@@ -30,13 +37,13 @@ from replaystore.agents import QLearningAgent, policy_value_gap, value_iteration
 # (label, gymnasium id, make kwargs, random-policy transitions, cap on updates)
 ENVS: list[tuple[str, str, dict, int, int]] = [
     ("FrozenLake 4x4", "FrozenLake-v1", {"map_name": "4x4", "is_slippery": True}, 200_000, 3000),
-    ("FrozenLake 8x8", "FrozenLake-v1", {"map_name": "8x8", "is_slippery": True}, 2_000_000,
+    ("FrozenLake 8x8", "FrozenLake-v1", {"map_name": "8x8", "is_slippery": True}, 4_000_000,
      8000),
     ("Taxi", "Taxi-v4", {}, 200_000, 3000),
     # CliffWalking has no registered time limit: cap episodes so truncation is exercised.
     ("CliffWalking", "CliffWalking-v1", {"max_episode_steps": 500}, 100_000, 3000),
     ("CliffWalkingSlippery", "CliffWalkingSlippery-v1", {"max_episode_steps": 500}, 200_000,
-     6000),
+     12000),
 ]
 GAMMAS = (0.9, 0.95, 0.99)
 

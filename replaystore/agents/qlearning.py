@@ -30,8 +30,9 @@ Learning-rate schedules (``alpha_schedule``), where ``k`` is the number of copie
     ``alpha``. Converges on deterministic environments; on stochastic ones it keeps
     fluctuating with amplitude ~ ``sqrt(alpha)``.
 
-The default ``"visits"`` with ``alpha = 1`` was chosen by the experiments in
-``tools/optimality_prototype.py``: at equal numbers of sampled transitions it got the
+The default ``"visits"`` with ``alpha = 1`` was chosen by experiment (compare with
+``tools/optimality_prototype.py --schedule ...``): at equal numbers of sampled transitions
+it got the
 Q-table closest to the empirical optimum, for gamma 0.9 and 0.99 alike, where
 ``"polynomial"`` (power 0.6-0.9) lagged badly at gamma 0.99 and ``"constant"`` never
 settled on the stochastic environments.

@@ -38,6 +38,8 @@ def read_json(path: Path, *, what: str = "metadata") -> dict:
             return json.loads(f.read())
     except json.JSONDecodeError as e:
         raise CorruptStoreError(f"{path}: {what} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise CorruptStoreError(f"{path}: {what} is not valid JSON (not UTF-8 text)") from None
 
 
 def chunk_path(root: Path, field: str, k: int, ndim: int) -> str:

@@ -161,8 +161,10 @@ class ChunkedView:
         if self.contiguous:
             return np.take(self.array, rows, axis=0, out=out)
         cr = self.chunk_rows
+        if not len(rows):
+            return out
         ck = rows // cr
-        if ck.size and ck.min() == ck.max():
+        if ck.min() == ck.max():
             return np.take(self._chunks[int(ck[0])], rows - ck[0] * cr, axis=0, out=out)
         order = np.argsort(ck, kind="stable")
         sck = ck[order]

@@ -37,6 +37,7 @@ from ..errors import (
     NotAStoreError,
     RowIndexError,
     SchemaError,
+    StoreExistsError,
     StoreModeError,
 )
 from . import ring
@@ -204,7 +205,7 @@ def create(
         elif overwrite and root.is_dir() and not (root / "zarr.json").exists():
             raise NotAStoreError(f"{root}: refusing to overwrite a non-empty directory that is not a store")
         else:
-            raise FileExistsError(
+            raise StoreExistsError(
                 f"{root}: already exists; open it with replaystore.open(path, mode='a') "
                 "to append, or pass overwrite=True"
             )
@@ -287,12 +288,16 @@ def _load_meta(root: Path) -> tuple[dict, dict]:
     if not root.is_dir() or not zj.exists():
         raise NotAStoreError(f"{root}: not a replaystore store (no zarr.json group metadata)")
     doc = read_json(zj, what="store metadata (zarr.json)")
-    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else {}
-    if doc.get("node_type") != "group" or META_KEY not in attrs:
+    if not isinstance(doc, dict):
+        raise CorruptStoreError(f"{zj}: store metadata is not a JSON object (got {type(doc).__name__})")
+    attrs = doc.get("attributes", {})
+    if doc.get("node_type") != "group" or not isinstance(attrs, dict) or META_KEY not in attrs:
         raise NotAStoreError(
             f"{root}: a Zarr node but not a replaystore store (no '{META_KEY}' attributes)"
         )
     meta, state = attrs[META_KEY], attrs.get(STATE_KEY)
+    if not isinstance(meta, dict):
+        raise CorruptStoreError(f"{zj}: attribute '{META_KEY}' is not a JSON object")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise FormatVersionError(
@@ -788,8 +793,8 @@ class ReplayStore:
         if cached is None or cached[0] != k:
             lo, hi = k * cr, min((k + 1) * cr, arr.shape[0])
             chunk = np.zeros((cr, *f.shape), f.dtype)
-            if off and hi > lo:
-                chunk[: hi - lo] = arr[lo:hi]
+            if hi > lo and not (off == 0 and len(part) >= hi - lo):
+                chunk[: hi - lo] = arr[lo:hi]  # keep the rows this write does not cover
             cached = (k, chunk)
             self._open_chunks[f.name] = cached
         chunk = cached[1]
