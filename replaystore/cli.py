@@ -216,14 +216,17 @@ def sample(path, batch_size, balanced_by, seed, fields):
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to save Q.npy.")
 @click.option("--updates", type=click.IntRange(min=1), help="Exactly this many updates (default: until converged).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the store instead.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Minibatches of B sampled rows (default: full sweeps over the store).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
-@click.option("--alpha-schedule", type=click.Choice(["visits", "polynomial", "constant"]), default="visits",
-              show_default=True)
+@click.option("--alpha-schedule", type=click.Choice(["auto", "visits", "polynomial", "constant"]),
+              default="auto", show_default=True,
+              help="Step-size schedule; auto = constant for sweeps, visits for minibatches.")
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True)
 @click.option("--balanced-by", help="Sample class-balanced by this discrete field.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tol", type=float, default=1e-4, show_default=True, help="Convergence tolerance on max |dQ|.")
+@click.option("--tol", type=float, default=1e-6, show_default=True,
+              help="Stop when the bound on the Q-table's remaining error is below this.")
 @click.option("--max-updates", type=click.IntRange(min=1), default=500_000, show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate every K updates.")
 @click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True)
@@ -241,6 +244,8 @@ def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, 
     from .training import OfflineTrainer
 
     store = _open(path)
+    if alpha_schedule == "auto":
+        alpha_schedule = "constant" if batch_size is None and not balanced_by else "visits"
     agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, alpha=alpha,
                                        gamma=gamma, alpha_schedule=alpha_schedule)
     env_id = env_id or store.env_info.get("id")
@@ -252,7 +257,8 @@ def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, 
                         eval_env=env_id if eval_every else None, env_kwargs=kwargs, eval_every=eval_every,
                         eval_episodes=eval_episodes, log_csv=log_csv, progress=progress)
     agent.save(out)
-    click.echo(f"{res.updates:,} updates ({res.transitions:,} transitions, "
+    click.echo(f"{res.updates:,} {'sweeps' if batch_size is None and not balanced_by else 'updates'} "
+               f"({res.transitions:,} transitions, "
                f"{res.transitions_per_second:,.0f}/s): {res.stop_reason}")
     for ev in res.evaluations[-3:]:
         click.echo(f"  update {ev['update']:>8,}: mean return {ev['mean_return']:.3f}, "
@@ -309,11 +315,11 @@ def demo(data, gamma, seed, episodes, out):
     ep = store.episodes()
     click.echo(f"dataset   {data}\n          {env_id} {json.dumps(kwargs)}: {len(store):,} transitions, "
                f"{len(ep):,} episodes, behaviour return {ep['return'].mean():.3f}")
-    agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, gamma=gamma)
+    agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, gamma=gamma,
+                                       alpha=1.0, alpha_schedule="constant")
     res = OfflineTrainer(store, agent, seed=seed).train(progress=False)
-    click.echo(f"train     {res.updates:,} updates of {OfflineTrainer(store, agent).sampler.batch_size} "
-               f"({res.transitions:,} transitions replayed, {res.transitions_per_second:,.0f}/s); "
-               f"{res.stop_reason}")
+    click.echo(f"train     {res.updates:,} full sweeps ({res.transitions:,} transitions replayed, "
+               f"{res.transitions_per_second:,.0f}/s); {res.stop_reason}")
     r = run_eval(env_id, agent, episodes=episodes, seed=seed, env_kwargs=kwargs)
     click.echo(f"evaluate  {episodes} episodes: mean return {r['mean_return']:.3f}, "
                f"success rate {r['success_rate']:.1%}, mean length {r['mean_length']:.1f}")

@@ -9,8 +9,11 @@ policy in a fresh environment when asked (``eval_every``).
 >>> path = tempfile.mkdtemp() + "/fl.zarr"
 >>> _ = collect("FrozenLake-v1", path, steps=2000, seed=0, env_kwargs={"is_slippery": False})
 >>> store = rs.open(path)
->>> agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, gamma=0.9)
->>> result = OfflineTrainer(store, agent, seed=0).train(updates=2000)
+>>> agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, gamma=0.9,
+...                                    alpha_schedule="constant")
+>>> result = OfflineTrainer(store, agent).train()  # full sweeps until the Q-table settles
+>>> result.converged
+True
 >>> evaluate("FrozenLake-v1", agent, episodes=10, seed=0, env_kwargs={"is_slippery": False})["success_rate"]
 1.0
 """
@@ -142,10 +145,18 @@ def _check_agent_fits(env: gym.Env, agent: Any) -> None:
 
 
 class OfflineTrainer:
-    """Replays batches drawn from a store into an agent's ``update``.
+    """Replays stored transitions into an agent's ``update``.
 
-    ``sampler`` defaults to a seeded :class:`UniformSampler` over the fields the agent
-    needs (or a :class:`BalancedSampler` when ``balanced_by`` is given).
+    Two modes:
+
+    * **sweeps** (``batch_size=None``, the default): every update replays every stored
+      row once (read block by block, so the store may exceed RAM) through
+      ``agent.update_many``. With ``alpha=1`` and a constant step this is one exact
+      Bellman backup of the MDP the data define, so training converges quickly and
+      exactly—the right default for tabular Q-learning on a fixed dataset.
+    * **minibatches** (``batch_size=B``): each update is a batch from a seeded
+      :class:`UniformSampler` (or a :class:`BalancedSampler` when ``balanced_by`` is
+      given, or any ``sampler``); use a decaying step (``alpha_schedule="visits"``).
     """
 
     def __init__(
@@ -154,21 +165,40 @@ class OfflineTrainer:
         agent: Any,
         *,
         sampler: Sampler | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         seed: int | None = 0,
         balanced_by: str | None = None,
+        sweep_block: int = 1 << 20,
     ) -> None:
         self.store = store
         self.agent = agent
         self._check_store()
-        if sampler is None:
+        if sampler is None and batch_size is None and balanced_by:
+            batch_size = 256
+        if sampler is None and batch_size is not None:
             if balanced_by:
                 sampler = BalancedSampler(store, by=balanced_by, batch_size=batch_size, seed=seed,
                                           fields=TRAIN_FIELDS)
             else:
                 sampler = UniformSampler(store, batch_size=batch_size, seed=seed, fields=TRAIN_FIELDS)
         self.sampler = sampler
+        self.sweep_block = int(sweep_block)
         self.updates = 0
+
+    @property
+    def mode(self) -> str:
+        return "sweeps" if self.sampler is None else "minibatches"
+
+    def _sweep(self) -> float:
+        store = self.store
+        n = len(store)
+        if n == 0:
+            from .errors import EmptyStoreError
+
+            raise EmptyStoreError(f"{store.path}: cannot train on an empty store")
+        blocks = (store.read_range(a, min(n, a + self.sweep_block), fields=TRAIN_FIELDS)
+                  for a in range(0, n, self.sweep_block))
+        return float(self.agent.update_many(blocks))
 
     def _check_store(self) -> None:
         obs, act = self.store.observation_space, self.store.action_space
@@ -191,8 +221,8 @@ class OfflineTrainer:
         updates: int | None = None,
         *,
         epochs: float | None = None,
-        tol: float = 1e-4,
-        window: int = 200,
+        tol: float = 1e-6,
+        window: int | None = None,
         max_updates: int = 500_000,
         eval_env: str | gym.Env | None = None,
         env_kwargs: Mapping[str, Any] | None = None,
@@ -205,19 +235,28 @@ class OfflineTrainer:
         prefetch: int = 2,
     ) -> TrainResult:
         """Run updates: exactly ``updates``, or ``epochs`` passes over the store, or (the
-        default, both ``None``) until the Q-table stops changing: the largest change of
-        any entry stayed below ``tol`` for ``window`` consecutive updates. ``max_updates``
-        caps the run; hitting it is reported in ``stop_reason`` and ``converged=False``.
+        default, both ``None``) until the Q-table stops changing.
+
+        "Stops changing" means the largest change of any Q entry, scaled by
+        ``gamma / (1 - gamma)`` (the classic value-iteration bound on how far the table
+        still is from its fixed point), stayed below ``tol`` for ``window`` consecutive
+        updates (1 in sweep mode, 200 with minibatches). ``max_updates`` caps the run;
+        hitting it is reported in ``stop_reason`` with ``converged=False``.
         """
         if updates is not None and epochs is not None:
             raise SamplerError("give updates or epochs, not both")
         if updates is not None and (not isinstance(updates, int) or updates < 0):
             raise SamplerError(f"updates must be a non-negative int, got {updates!r}")
-        batch = self.sampler.batch_size
+        sweeping = self.sampler is None
+        batch = len(self.store) if sweeping else self.sampler.batch_size
+        if window is None:
+            window = 1 if sweeping else 200
+        gamma = float(getattr(self.agent, "gamma", 0.0))
+        scale = gamma / (1.0 - gamma) if gamma < 1.0 else 1.0
         if epochs is not None:
             if epochs <= 0:
                 raise SamplerError(f"epochs must be positive, got {epochs!r}")
-            updates = math.ceil(epochs * len(self.store) / batch)
+            updates = math.ceil(epochs * len(self.store) / max(1, batch))
         until_converged = updates is None
         target = max_updates if until_converged else updates
         eval_env = eval_env if eval_every else None
@@ -227,14 +266,18 @@ class OfflineTrainer:
         t0 = time.perf_counter()
         bar = _progress(target, progress, "converging" if until_converged else "training")
         try:
-            it = self.sampler.iter(target, prefetch=prefetch) if target else iter(())
+            if sweeping:
+                it = iter(range(target))
+            else:
+                it = self.sampler.iter(target, prefetch=prefetch) if target else iter(())
             for batch_rows in it:
-                dq = float(self.agent.update(batch_rows))
+                dq = self._sweep() if sweeping else float(self.agent.update(batch_rows))
                 self.updates += 1
                 result.updates += 1
                 result.transitions += batch
                 result.last_max_dq = dq
-                quiet_for = quiet_for + 1 if dq < tol else 0
+                quiet_for = quiet_for + 1 if dq * scale < tol else 0
+                certified = sweeping and until_converged and _policy_certified(self.agent, dq * scale)
                 if callback is not None:
                     callback(result.updates, dq)
                 row = None
@@ -249,10 +292,18 @@ class OfflineTrainer:
                                **({k: row[k] for k in ("mean_return", "success_rate", "mean_length")}
                                   if row else {})})
                 bar.update(1)
+                if certified:
+                    result.converged = True
+                    result.stop_reason = (
+                        "converged: the greedy policy is final (every state's best action leads "
+                        f"by more than twice the remaining Q error bound {dq * scale:.2g})"
+                    )
+                    break
                 if until_converged and quiet_for >= window:
                     result.converged = True
                     result.stop_reason = (
-                        f"converged: max |dQ| < {tol:g} for {window} consecutive updates"
+                        f"converged: max |dQ| * gamma/(1-gamma) < {tol:g} for {window} consecutive "
+                        "update" + ("s" if window > 1 else "")
                     )
                     break
         finally:
@@ -263,12 +314,31 @@ class OfflineTrainer:
         if not result.stop_reason:
             if until_converged:
                 result.stop_reason = (
-                    f"hit the cap of {max_updates} updates before max |dQ| stayed below {tol:g}; "
-                    "raise max_updates or tol, or collect more data"
+                    f"hit the cap of {max_updates} updates before the Q-table stopped changing "
+                    f"(last max |dQ| {result.last_max_dq:.3g}, tol {tol:g}); raise max_updates or "
+                    "tol" + ("" if sweeping else ", or train in sweeps (no batch size)")
                 )
             else:
                 result.stop_reason = f"ran the requested {result.updates} updates"
         return result
+
+
+def _policy_certified(agent: Any, bound: float) -> bool:
+    """True when no further sweep can change the greedy policy.
+
+    After a sweep with largest change ``dq``, value-iteration theory bounds the distance
+    to the fixed point by ``bound = dq * gamma / (1 - gamma)``. If in every state the best
+    action's value exceeds the runner-up's by more than ``2 * bound``, the greedy policy
+    is already that of the fixed point. States whose actions are all exactly tied (never
+    seen, or terminal) do not count.
+    """
+    q = getattr(agent, "q", None)
+    if q is None or q.shape[1] < 2 or not np.isfinite(bound):
+        return False
+    top2 = np.partition(q, q.shape[1] - 2, axis=1)[:, -2:]
+    lead = top2[:, 1] - top2[:, 0]
+    tied = np.ptp(q, axis=1) == 0
+    return bool(np.all(lead[~tied] > 2 * bound))
 
 
 class _CsvLog:

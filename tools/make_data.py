@@ -3,8 +3,8 @@
     python tools/make_data.py            # rewrites data/frozenlake-4x4-slippery.zarr
     python tools/make_data.py --check    # rebuild into a temp dir and compare every file
 
-The dataset: FrozenLake-v1 4x4, slippery, uniformly random policy, 50,000 transitions,
-seed 0, zstd-compressed chunks of 65,536 rows. ``SOURCE_DATE_EPOCH`` pins the timestamps
+The dataset: FrozenLake-v1 4x4, slippery, uniformly random policy, 200,000 transitions,
+seed 0, zstd-compressed chunks of 262,144 rows. ``SOURCE_DATE_EPOCH`` pins the timestamps
 in the metadata, so a rebuild reproduces every byte.
 """
 
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NAME = "frozenlake-4x4-slippery.zarr"
 SOURCE_DATE_EPOCH = "1767225600"  # 2026-01-01T00:00:00Z
 COMMAND = [
-    "collect", "FrozenLake-v1", "--steps", "50000", "--seed", "0",
-    "--env-kwargs", '{"is_slippery": true}', "--chunk-rows", "65536", "--codecs", "zstd:9",
+    "collect", "FrozenLake-v1", "--steps", "200000", "--seed", "0",
+    "--env-kwargs", '{"is_slippery": true}', "--chunk-rows", "262144", "--codecs", "zstd:9",
     "--no-progress",
 ]
 

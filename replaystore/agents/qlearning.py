@@ -57,7 +57,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -235,19 +235,8 @@ Discrete; tabular Q-learning needs Discrete observations and actions
         size = self._check_batch(batch)
         if size == 0:
             return 0.0
-        s = self._indices(batch, "obs", self.n_states, self.obs_start)
-        a = self._indices(batch, "action", self.n_actions, self.action_start)
-        s2 = self._indices(batch, "next_obs", self.n_states, self.obs_start)
-        r = np.asarray(batch["reward"], dtype=np.float64).reshape(-1)
-        terminated = np.asarray(batch["terminated"]).reshape(-1)
-        # ``truncated`` does not change the rule: a cut episode still bootstraps.
-
-        q = self.q
-        bootstrap = np.where(terminated, 0.0, q[s2].max(axis=1))
-        td = r + self.gamma * bootstrap - q[s, a]
-
+        flat, td = self._td(batch)
         n_cells = self.n_states * self.n_actions
-        flat = s * self.n_actions + a
         if n_cells <= 4 * size + 1024:
             counts = np.bincount(flat, minlength=n_cells)
             sums = np.bincount(flat, weights=td, minlength=n_cells)
@@ -257,11 +246,59 @@ Discrete; tabular Q-learning needs Discrete observations and actions
         else:  # large tables: avoid O(n_cells) work per batch
             cells, inverse, k = np.unique(flat, return_inverse=True, return_counts=True)
             mean_td = np.bincount(inverse, weights=td, minlength=cells.size) / k
+        return self._apply(cells, k, mean_td)
 
+    def update_many(self, batches: Iterable[Mapping[str, np.ndarray]]) -> float:
+        """One Q-learning step from several batches taken together, as if concatenated.
+
+        Targets use the Q-table from before all of them and TD errors are averaged per
+        ``(s, a)`` across all of them: a whole store can be one step, read block by block.
+        With ``alpha=1`` and the ``"constant"`` schedule a step over every stored row is
+        one exact Bellman backup of the MDP the data define.
+
+        >>> import numpy as np
+        >>> agent = QLearningAgent(1, 1, alpha=1.0, alpha_schedule="constant")
+        >>> half = lambda r: {"obs": np.array([0]), "action": np.array([0]), "reward": np.array([r]),
+        ...                   "next_obs": np.array([0]), "terminated": np.array([True])}
+        >>> agent.update_many([half(1.0), half(3.0)]), agent.q.tolist()
+        (2.0, [[2.0]])
+        """
+        n_cells = self.n_states * self.n_actions
+        counts = np.zeros(n_cells, np.int64)
+        sums = np.zeros(n_cells, np.float64)
+        pending = []
+        q_before = self.q.copy()
+        for batch in batches:
+            if self._check_batch(batch) == 0:
+                continue
+            flat, td = self._td(batch, q=q_before)
+            counts += np.bincount(flat, minlength=n_cells)
+            sums += np.bincount(flat, weights=td, minlength=n_cells)
+            pending.append(None)
+        if not pending:
+            return 0.0
+        cells = np.flatnonzero(counts)
+        k = counts[cells]
+        return self._apply(cells, k, sums[cells] / k)
+
+    def _td(self, batch: Mapping[str, Any], q: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Flat (s, a) cell and TD error of every row of a validated batch."""
+        s = self._indices(batch, "obs", self.n_states, self.obs_start)
+        a = self._indices(batch, "action", self.n_actions, self.action_start)
+        s2 = self._indices(batch, "next_obs", self.n_states, self.obs_start)
+        r = np.asarray(batch["reward"], dtype=np.float64).reshape(-1)
+        terminated = np.asarray(batch["terminated"]).reshape(-1)
+        # ``truncated`` does not change the rule: a cut episode still bootstraps.
+        q = self.q if q is None else q
+        bootstrap = np.where(terminated, 0.0, q[s2].max(axis=1))
+        td = r + self.gamma * bootstrap - q[s, a]
+        return s * self.n_actions + a, td
+
+    def _apply(self, cells: np.ndarray, k: np.ndarray, mean_td: np.ndarray) -> float:
         visits = self.visits.reshape(-1)
         visits[cells] += k
         delta = self._step_size(k, visits[cells]) * mean_td
-        q.reshape(-1)[cells] += delta
+        self.q.reshape(-1)[cells] += delta
         return float(np.abs(delta).max())
 
     def _step_size(self, k: np.ndarray, n: np.ndarray) -> np.ndarray | float:

@@ -841,7 +841,12 @@ class ReplayStore:
         if not f.compressed:
             return self._view(f).take(phys, out)
         cr = f.chunk_rows
+        if not len(phys):
+            return out
         ck = phys // cr
+        lo_k, hi_k = int(ck.min()), int(ck.max())
+        if lo_k == hi_k:  # one chunk (small stores, sequential reads)
+            return np.take(self._chunk(f, lo_k), phys - lo_k * cr, axis=0, out=out)
         order = np.argsort(ck, kind="stable")
         sck = ck[order]
         bounds = np.flatnonzero(np.diff(sck)) + 1
