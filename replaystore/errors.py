@@ -24,6 +24,7 @@ __all__ = [
     "RowIndexError",
     "EnvError",
     "StoreExistsError",
+    "AgentConfigError",
 ]
 
 
@@ -77,3 +78,7 @@ class EnvError(ReplayStoreError, ValueError):
 
 class StoreExistsError(ReplayStoreError, FileExistsError):
     """Creating a store where one (or another file or directory) already exists."""
+
+
+class AgentConfigError(ReplayStoreError, ValueError):
+    """An agent was given hyperparameters (or acting arguments) that cannot work."""

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from replaystore.errors import (
+    AgentConfigError,
     CorruptStoreError,
     FormatVersionError,
     NotAStoreError,
@@ -81,10 +82,6 @@ ALPHA_SCHEDULES = ("visits", "polynomial", "constant")
 
 _REQUIRED_FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
 _OPTIONAL_FIELDS = ("truncated",)
-
-
-class AgentConfigError(ReplayStoreError, ValueError):
-    """An agent was given hyperparameters that cannot work."""
 
 
 class QLearningAgent:
