@@ -40,11 +40,20 @@ def _json_arg(value: str | None, name: str) -> dict:
     try:
         out = json.loads(value)
     except json.JSONDecodeError as e:
-        raise click.BadParameter(f"not valid JSON ({e.msg}): {value!r}", param_hint=name) from None
+        raise click.ClickException(f"{name}: not valid JSON ({e.msg}): {value!r}") from None
     if not isinstance(out, dict):
-        raise click.BadParameter(f"expected a JSON object like '{{\"is_slippery\": true}}', got {value!r}",
-                                 param_hint=name)
+        raise click.ClickException(
+            f"{name}: expected a JSON object like '{{\"is_slippery\": true}}', got {value!r}")
     return out
+
+
+def _check_out(out: str) -> None:
+    """Fail before the work, not after it, when the output file cannot be written."""
+    parent = Path(out).resolve().parent
+    if not parent.is_dir():
+        raise click.ClickException(f"{out}: directory {parent} does not exist")
+    if not Path(out).name.endswith(".npy"):
+        raise click.ClickException(f"{out}: a Q-table is saved as a .npy file; use a name ending in .npy")
 
 
 def _open(path: str):
@@ -87,19 +96,16 @@ def collect(env_id, out, steps, episodes, policy, qtable, epsilon, num_envs, cap
     from .collect import collect as run_collect
 
     if (steps is None) == (episodes is None):
-        raise click.UsageError("give exactly one of --steps or --episodes")
+        raise click.ClickException("collect: give exactly one of --steps N or --episodes N")
     kwargs = _json_arg(env_kwargs, "--env-kwargs")
-    pol: Any = policy
-    if qtable:
-        from .agents import QLearningAgent
-
-        pol = QLearningAgent.load(qtable)
+    pol: Any = qtable if qtable else policy
     stats = run_collect(env_id, out, steps=steps, episodes=episodes, policy=pol,
                         epsilon=epsilon if qtable else 0.0, num_envs=num_envs, capacity=capacity,
                         seed=seed, env_kwargs=kwargs, progress=progress, chunk_rows=chunk_rows,
                         codecs=codecs)
+    mean = "-" if stats.mean_return is None else f"{stats.mean_return:.3f}"
     click.echo(f"recorded {stats.steps} transitions ({stats.episodes} complete episodes, "
-               f"mean return {stats.mean_return:.3f}) into {out} in {stats.seconds:.1f}s")
+               f"mean return {mean}) into {out} in {stats.seconds:.1f}s")
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -251,7 +257,8 @@ def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, 
     env_id = env_id or store.env_info.get("id")
     kwargs = _json_arg(env_kwargs, "--env-kwargs") if env_kwargs else store.env_info.get("kwargs", {})
     if eval_every and not env_id:
-        raise click.UsageError("--eval-every needs --env: the store does not record its env id")
+        raise click.ClickException(f"{path}: --eval-every needs --env ENV_ID: the store does not record its env id")
+    _check_out(out)
     trainer = OfflineTrainer(store, agent, batch_size=batch_size, seed=seed, balanced_by=balanced_by)
     res = trainer.train(updates=updates, epochs=epochs, tol=tol, max_updates=max_updates,
                         eval_env=env_id if eval_every else None, env_kwargs=kwargs, eval_every=eval_every,
@@ -309,9 +316,15 @@ def demo(data, gamma, seed, episodes, out):
     from .training import evaluate as run_eval
 
     t0 = time.perf_counter()
+    if out:
+        _check_out(out)
     store = _open(data)
     env_id = store.env_info.get("id")
     kwargs = store.env_info.get("kwargs", {})
+    if not env_id:
+        raise click.ClickException(f"{data}: the store does not record the env id it was collected from")
+    if len(store) == 0:
+        raise click.ClickException(f"{data}: the store holds no transitions")
     ep = store.episodes()
     click.echo(f"dataset   {data}\n          {env_id} {json.dumps(kwargs)}: {len(store):,} transitions, "
                f"{len(ep):,} episodes, behaviour return {ep['return'].mean():.3f}")

@@ -91,6 +91,8 @@ def evaluate(
     if not isinstance(episodes, int) or episodes <= 0:
         raise EnvError(f"episodes must be a positive int, got {episodes!r}")
     own = isinstance(env, str)
+    if not own and not isinstance(env, gym.Env):
+        raise EnvError(f"evaluate needs an env id or a gymnasium Env, got {env!r}")
     env = make_env(env, env_kwargs) if own else env
     _check_agent_fits(env, agent)
     rng = np.random.default_rng(seed)
