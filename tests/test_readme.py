@@ -30,7 +30,7 @@ def test_ten_line_example_runs(tmp_path, capsys, monkeypatch):
 
 
 def test_layout_section_reads_a_ring_with_plain_zarr(tmp_path, monkeypatch):
-    store = rs.create(tmp_path / "buf.zarr", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2),
+    store = rs.create(tmp_path / "buf.zarr", gym.spaces.Box(-100, 100, (3,)), gym.spaces.Discrete(2),
                       capacity=7)
     n = 20
     obs = np.arange(n * 3, dtype=np.float32).reshape(n, 3)

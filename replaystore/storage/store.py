@@ -334,9 +334,10 @@ class ReplayStore:
         buffer_rows: int | None = None,
         commit_every: int | None = None,
         commit_seconds: float | None = None,
-        fsync: bool = False,
+        fsync: bool = True,
         cache_bytes: int = 256 * 2**20,
-        check_bounds: bool = False,
+        bounds: str = "warn",
+        nonfinite_rewards: str = "error",
     ) -> None:
         self.path = Path(path)
         self.mode = mode
@@ -349,7 +350,19 @@ class ReplayStore:
             raise CorruptStoreError(f"{self.path}/zarr.json: field list is damaged: {e}") from None
         self.capacity: int | None = meta.get("capacity")
         self._fsync = fsync
-        self._check_bounds = check_bounds
+        if bounds not in ("error", "warn", "ignore"):
+            raise SchemaError(f"{self.path}: bounds must be 'error', 'warn' or 'ignore', got {bounds!r}")
+        if nonfinite_rewards not in ("error", "allow"):
+            raise SchemaError(
+                f"{self.path}: nonfinite_rewards must be 'error' or 'allow', got {nonfinite_rewards!r}"
+            )
+        self._bounds = bounds
+        self._nonfinite_rewards = nonfinite_rewards
+        self._warned_bounds: set[str] = set()
+        self._leaf_spaces = {
+            f.name: _spaces.space_from_json(f.meta["space"]) for f in self.schema if f.meta.get("space")
+        }
+        self._fast_ok = {name: _fast_check(sp) for name, sp in self._leaf_spaces.items()}
         self._cache_bytes = int(cache_bytes)
         self._rows: dict[str, RowArray] = {}
         self._zarr: dict[str, zarr.Array] = {}
@@ -587,15 +600,42 @@ class ReplayStore:
             elif arr.shape != want:
                 raise SchemaError(f"{self.path}: field {name!r} has shape {arr.shape}; expected {f.shape}")
             out[name] = _cast(arr, f, self.path)
-        if self._check_bounds:
-            self._check_space_bounds(out, batched)
+        self._check_values(out, batched)
         return out
 
-    def _check_space_bounds(self, arrays: dict[str, np.ndarray], batched: bool) -> None:
-        for name, arr in arrays.items():
-            sp = self.schema[name].meta.get("space")
-            if sp:
-                _spaces.check_values(name, _spaces.space_from_json(sp), arr if batched else arr[None])
+    def _check_values(self, arrays: dict[str, np.ndarray], batched: bool) -> None:
+        """Values must fit their spaces: discrete ones always, Box bounds per ``bounds``."""
+        import warnings
+
+        r = arrays.get("reward")
+        if r is not None and self._nonfinite_rewards == "error" and r.dtype.kind == "f":
+            bad = ~np.isfinite(r)
+            if bad.any():
+                i = int(np.flatnonzero(np.atleast_1d(bad))[0])
+                raise SchemaError(
+                    f"{self.path}: field 'reward' has a non-finite value ({np.atleast_1d(r)[i]}) at row {i} "
+                    "of the batch; rewards must be finite (open with nonfinite_rewards='allow' to keep them)"
+                )
+        for name, space in self._leaf_spaces.items():
+            arr = arrays.get(name)
+            if arr is None:
+                continue
+            is_box = isinstance(space, gym.spaces.Box)
+            if is_box and self._bounds == "ignore":
+                continue
+            fast = self._fast_ok[name]
+            if fast is not None and fast(arr):
+                continue
+            try:
+                _spaces.check_values(name, space, arr, batched=batched)
+            except ValueError as e:
+                if is_box and self._bounds == "warn":
+                    if name not in self._warned_bounds:
+                        self._warned_bounds.add(name)
+                        warnings.warn(f"{self.path}: {e} (stored anyway; further warnings for "
+                                      f"{name!r} suppressed)", stacklevel=4)
+                    continue
+                raise type(e)(f"{self.path}: {e}") from None
 
     def _put(self, arrays: dict[str, np.ndarray], n: int) -> None:
         if "episode" not in arrays:
@@ -1063,6 +1103,25 @@ class ReplayStore:
                     total += min(st.st_size, st.st_blocks * 512)
             out[f.name] = total
         return out
+
+
+def _fast_check(space: gym.Space):
+    """A cheap test that values certainly fit ``space`` (False means: check properly)."""
+    if isinstance(space, gym.spaces.Box):
+        low, high = space.low, space.high
+        if np.all(np.isneginf(low)) and np.all(np.isposinf(high)):
+            return lambda a: True  # NaN and inf fit an unbounded Box
+        return lambda a: bool(((a >= low) & (a <= high)).all())
+    if isinstance(space, gym.spaces.Discrete):
+        lo, hi = int(space.start), int(space.start) + int(space.n)
+
+        def ok(a: np.ndarray) -> bool:
+            if a.ndim == 0:
+                return lo <= int(a) < hi
+            return a.size == 0 or (lo <= int(a.min()) and int(a.max()) < hi)
+
+        return ok
+    return None
 
 
 def _cast(arr: np.ndarray, f: Field, path: Path) -> np.ndarray:
