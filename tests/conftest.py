@@ -8,6 +8,12 @@ was written without keeping the data around.
 
 from __future__ import annotations
 
+from hypothesis import settings as _hyp_settings
+
+# deterministic property tests: CI and every developer see the same examples
+_hyp_settings.register_profile("replaystore", derandomize=True, deadline=None, print_blob=True)
+_hyp_settings.load_profile("replaystore")
+
 from pathlib import Path
 
 import numpy as np

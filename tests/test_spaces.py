@@ -717,7 +717,10 @@ def test_check_values_discrete_property(n, start, raw, data):
 @given(float_boxes(), st.integers(1, 5), st.integers(0, 2**32 - 1))
 def test_check_values_accepts_box_samples(space, n, seed):
     space.seed(seed)
-    values = np.stack([space.sample() for _ in range(n)])
+    try:
+        values = np.stack([space.sample() for _ in range(n)])
+    except ValueError:
+        assume(False)  # gymnasium's Box.sample overflows on full-range int64 bounds
     check_values("o", space, values)
 
 

@@ -59,6 +59,10 @@ class BatchReader:
         t0 = time.perf_counter() if self.readahead == "auto" else 0.0
         for name, shape, dtype, gather in self._plan:
             out[name] = gather(phys, axis=0, out=np.empty((n, *shape), dtype))
+        if store._live_reader is not None and store.torn(indices):
+            # a concurrent ring writer overwrote some of these rows while we copied them
+            store.refresh()
+            return store.read(indices, self.fields)
         if self.readahead == "auto" and n:
             # median of the last batches, so one slow batch (first touch of a mapping,
             # a scheduler hiccup) does not flip the mode; copying wide rows is not slow

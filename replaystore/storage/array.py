@@ -62,6 +62,7 @@ class RowArray:
         self.chunk_bytes = self.row_bytes * self.chunk_rows
         self._le = self.dtype.newbyteorder("<")
         self._fds: dict[int, int] = {}
+        self._dirty: set[int] = set()
         self._meta: dict | None = None
         self.view = ChunkedView(
             lambda k: chunk_path(self.path.parent, self.path.name, k, len(self.shape)),
@@ -83,7 +84,7 @@ class RowArray:
             if os.fstat(fd).st_size != self.chunk_bytes:
                 os.ftruncate(fd, self.chunk_bytes)
             if len(self._fds) >= _MAX_OPEN_FILES:
-                for key in list(self._fds)[: _MAX_OPEN_FILES // 2]:
+                for key in [k for k in self._fds if k not in self._dirty][: _MAX_OPEN_FILES // 2]:
                     os.close(self._fds.pop(key))
             self._fds[k] = fd
         return fd
@@ -98,12 +99,17 @@ class RowArray:
             k, off = divmod(pos, cr)
             m = min(n - src, cr - off)
             os.pwrite(self._fd(k), flat[src * rb : (src + m) * rb], off * rb)
+            self._dirty.add(k)
             pos += m
             src += m
 
     def sync(self) -> None:
-        for fd in self._fds.values():
-            os.fsync(fd)
+        """fdatasync the chunk files written since the last sync."""
+        for k in self._dirty:
+            fd = self._fds.get(k)
+            if fd is not None:
+                os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+        self._dirty.clear()
 
     def set_rows(self, rows: int, *, fsync: bool = False) -> None:
         """Set the array's row count in its ``zarr.json`` (for growing arrays)."""

@@ -50,54 +50,123 @@ def chunk_path(root: Path, field: str, k: int, ndim: int) -> str:
     return os.path.join(root, field, "c", str(k), *(["0"] * ndim))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class WriterLock:
-    """A lock file holding the writer's pid; a lock left by a dead process is taken over."""
+    """One writer per store: an exclusive ``flock`` on ``.writer.lock``, which holds the pid.
+
+    The kernel drops the lock when the holding process dies, however it dies, so a lock
+    left by a killed writer is taken over without any guessing about stale pids. The
+    file itself stays (removing it would let two processes lock two different files).
+    """
 
     def __init__(self, root: Path) -> None:
         self.path = Path(root) / ".writer.lock"
         self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        for _ in range(3):
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise StoreLockedError(
+                f"{self.path.parent}: cannot create the writer lock (directory is read-only); "
+                "open the store with mode='r'"
+            ) from None
+        try:
+            _lock(fd)
+        except BlockingIOError:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise StoreLockedError(
-                        f"{self.path.parent}: store is open for writing by process {pid}; "
-                        "open it with mode='r' to read, or stop that writer first"
-                    ) from None
-                if pid == os.getpid():
-                    raise StoreLockedError(
-                        f"{self.path.parent}: store is already open for writing in this process; "
-                        "close the other handle first"
-                    ) from None
-                # stale lock: the process that held it is gone
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self.held = True
-            return
-        raise StoreLockedError(f"{self.path.parent}: could not take the writer lock")
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise StoreLockedError(
+                f"{self.path.parent}: store is open for writing by process {pid}; open it with "
+                "mode='r' to read, or close that writer first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        self.held = True
 
     def release(self) -> None:
-        if self.held:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            self.held = False
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+        self.held = False
+
+
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: fall back to msvcrt
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise BlockingIOError from None
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def remove_stray_temps(root: Path) -> list[Path]:
+    """Delete temporary files a killed writer left behind (our ``.*.tmp``, zarr's ``*.partial``).
+
+    Only call this while holding the writer lock: then no live process is writing them.
+    """
+    removed = []
+    for pattern in (".*.tmp", "*.partial"):
+        for p in Path(root).rglob(pattern):
+            if p.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+class LiveFloor:
+    """A tiny shared-memory file (``.live``) holding the oldest row a ring has not evicted.
+
+    The writer raises the floor *before* it overwrites rows; a reader checks the floor
+    *after* it copied rows: any row older than the floor may be torn and is read again.
+    The 8-byte slot is written in place (aligned, so the store is atomic).
+    """
+
+    def __init__(self, root: Path, *, create: bool) -> None:
+        import mmap
+
+        self.path = Path(root) / ".live"
+        self._mm = None
+        self.array = None
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except (FileNotFoundError, PermissionError):
+            return
+        try:
+            if os.fstat(fd).st_size < 16:
+                if not create:
+                    return
+                os.ftruncate(fd, 16)
+            self._mm = mmap.mmap(fd, 16, access=mmap.ACCESS_WRITE if create else mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        import numpy as np
+
+        self.array = np.frombuffer(self._mm, dtype=np.int64, count=2)
+
+    @property
+    def floor(self) -> int:
+        return int(self.array[0]) if self.array is not None else 0
+
+    def raise_floor(self, value: int) -> None:
+        if self.array is not None and value > self.array[0]:
+            self.array[0] = value
+
+    def close(self) -> None:
+        self.array = None
+        if self._mm is not None:
+            with contextlib.suppress(BufferError):
+                self._mm.close()
+            self._mm = None

@@ -42,7 +42,7 @@ from ..errors import (
 )
 from . import ring
 from .array import RowArray
-from .files import WriterLock, atomic_write_json, read_json
+from .files import LiveFloor, WriterLock, atomic_write_json, read_json, remove_stray_temps
 from .index import ClassIndex, KeySpec, key_spec
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView
 from .schema import Field, Schema
@@ -371,13 +371,25 @@ class ReplayStore:
         self._closed = False
         self._lock: WriterLock | None = None
         self._open_chunks: dict[str, tuple[int, np.ndarray]] = {}
+        self._dirty_compressed: set[tuple[str, int]] = set()
         self._array_meta: dict[str, dict] = {}
         self._advice = MADV_NORMAL
         self._indexes: dict[str, ClassIndex] = {}
         self._check_arrays()
+        self._live: LiveFloor | None = None
+        self._live_reader: LiveFloor | None = None
+        if mode == "r" and self.capacity is not None:
+            self._live_reader = LiveFloor(self.path, create=False)
+            if self._live_reader.array is None:
+                self._live_reader = None
         if mode == "a":
             self._lock = WriterLock(self.path)
             self._lock.acquire()
+            # a writer killed mid-commit leaves temp files; the committed state is intact
+            remove_stray_temps(self.path)
+            if self.capacity is not None:
+                self._live = LiveFloor(self.path, create=True)
+                self._live.raise_floor(self.total - self.size)
             min_chunk = min(f.chunk_rows for f in self.schema)
             self._buffer_rows = int(buffer_rows or min(max(min_chunk, 1), 65536))
             if self.capacity is not None:
@@ -490,6 +502,9 @@ class ReplayStore:
         if self.mode == "a":
             return self
         _, state = _load_meta(self.path)
+        if self.capacity is not None and self._live_reader is None:
+            live = LiveFloor(self.path, create=False)
+            self._live_reader = live if live.array is not None else None
         if state.get("generation", 0) != self._state.get("generation", 0):
             self._state = dict(state)
             for f in self.schema:
@@ -523,6 +538,9 @@ class ReplayStore:
                 idx.close()
             self._indexes.clear()
             self._cache.clear()
+            for live in (self._live, self._live_reader):
+                if live is not None:
+                    live.close()
             if self._lock is not None:
                 self._lock.release()
 
@@ -706,8 +724,18 @@ class ReplayStore:
         self._state["next_episode"] = start + int(k)
         return np.arange(start, start + int(k), dtype=np.int64)
 
+    def commit(self) -> None:
+        """Same as :meth:`flush`: the durability point."""
+        self.flush()
+
     def flush(self) -> None:
-        """Write buffered rows to disk and commit them: they are readable and survive a crash."""
+        """Write buffered rows to disk and commit them: they are readable and survive a crash.
+
+        This is the durability point: data files are written first, then the committed
+        state (rows, cursor, counters) replaces the old one atomically (and, with
+        ``fsync=True``, the default, both reach the disk first). A crash loses at most the
+        rows appended since the last commit.
+        """
         self._require_writable()
         if self._nbuf:
             self._write_buffer()
@@ -715,6 +743,24 @@ class ReplayStore:
             self._commit_state(self._state)
         self._since_commit = 0
         self._last_commit = time.monotonic()
+
+    def _sync_data(self) -> None:
+        """fsync every chunk file written since the last commit (before the state names them)."""
+        for ra in self._rows.values():
+            ra.sync()
+        for name, k in self._dirty_compressed:
+            f = self.schema[name]
+            path = self.path / name / "c" / str(k)
+            path = path.joinpath(*(["0"] * len(f.shape)))
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._dirty_compressed.clear()
 
     def _trim_arrays(self) -> None:
         """Make every field array's shape exactly the stored rows (unbounded stores)."""
@@ -746,6 +792,9 @@ class ReplayStore:
             written = sum(b - a for a, b, _ in segments)
             keep = max(0, min(self.size, cap - written))
             self._commit_state({**self._state, "size": keep, "total": total, "cursor": self.cursor})
+            if self._live is not None:
+                # readers that still hold an older state learn here which rows may tear
+                self._live.raise_floor(total - keep)
         for name in self.schema.names:
             f = self.schema[name]
             buf = self._buf[name]
@@ -759,6 +808,8 @@ class ReplayStore:
             for f in self.schema:
                 if not f.compressed:
                     self._row_array(f).set_rows(_alloc(new_total, f.chunk_rows), fsync=self._fsync)
+        if self._fsync:
+            self._sync_data()
         if self._meta.get("indexes"):
             skip = segments[0][0] if segments else n
             rows = {name: self._buf[name][skip:n] for name in self.schema.names}
@@ -843,6 +894,7 @@ class ReplayStore:
         hi = min(lo + cr, arr.shape[0])
         arr[lo:hi] = chunk[: hi - lo]
         self._cache.pop((f.name, k), None)
+        self._dirty_compressed.add((f.name, k))
 
     # -- reading --------------------------------------------------------------------------
     def _publish(self) -> None:
@@ -937,15 +989,27 @@ class ReplayStore:
         self._publish()
         names = self.schema.select(fields)
         idx = self._normalize(indices)
-        phys = self.physical(idx)
-        result = {}
-        for name in names:
-            f = self.schema[name]
-            dst = out.get(name) if out is not None else None
-            if dst is None or dst.shape[0] != len(phys):
-                dst = np.empty((len(phys), *f.shape), f.dtype)
-            result[name] = self._gather(f, phys, dst)
-        return result
+        for _ in range(100):
+            phys = self.physical(idx)
+            result = {}
+            for name in names:
+                f = self.schema[name]
+                dst = out.get(name) if out is not None else None
+                if dst is None or dst.shape[0] != len(phys):
+                    dst = np.empty((len(phys), *f.shape), f.dtype)
+                result[name] = self._gather(f, phys, dst)
+            if not self.torn(idx):
+                return result
+            self.refresh()  # a writer overwrote rows we read: read them as of now
+        raise CorruptStoreError(f"{self.path}: rows kept changing under 100 consecutive reads")
+
+    def torn(self, logical: np.ndarray) -> bool:
+        """After a read in a reader process: may a concurrent ring writer have overwritten
+        any of these rows while they were copied? (Always False for writers and
+        unbounded stores, whose committed rows never change.)"""
+        if self._live_reader is None or not len(logical):
+            return False
+        return self._live_reader.floor > self.total - self.size + int(np.min(logical))
 
     def read_physical(self, phys: np.ndarray, names: Sequence[str], out: dict[str, np.ndarray]) -> dict:
         """Gather already-validated physical rows into ``out`` (the samplers' hot path)."""
