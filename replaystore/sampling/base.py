@@ -81,7 +81,15 @@ class Sampler(ABC):
     # -- sampling -------------------------------------------------------------------------
     def sample(self) -> dict[str, np.ndarray]:
         """The next batch: a dict field -> array, rows aligned, fields in a fixed order."""
-        return self.reader.read(self.sample_indices())
+        return self._read_batch(self.sample_indices())
+
+    def _read_batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        for _ in range(1000):
+            batch = self.reader.read(idx)
+            if batch is not None:
+                return batch
+            idx = self.sample_indices()  # rows were overwritten under us: draw again
+        raise SamplerError(f"{self.store.path}: rows kept being overwritten while read")
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self.iter()
@@ -120,6 +128,10 @@ class Sampler(ABC):
                         self.reader.will_need(idx)
                     idx, state = pending.pop(0)
                     batch = self.reader.read(idx)
+                    if batch is None:  # overwritten while read: redraw, and re-plan ahead
+                        pending.clear()
+                        batch = self._read_batch(self.sample_indices())
+                        state = self.state_dict()
                     made += 1
                     while not stop.is_set():
                         try:

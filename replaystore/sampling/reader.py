@@ -42,8 +42,11 @@ class BatchReader:
         self._plan_key = None
         self._plan: list = []
 
-    def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Rows at logical ``indices`` (already in range), one new array per field."""
+    def read(self, indices: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Rows at logical ``indices`` (already in range), one new array per field.
+
+        Returns None when a concurrent ring writer overwrote some of the rows while they
+        were copied (the store has then been refreshed; draw new indices)."""
         store = self.store
         if store.mode == "a":
             store._publish()
@@ -60,9 +63,10 @@ class BatchReader:
         for name, shape, dtype, gather in self._plan:
             out[name] = gather(phys, axis=0, out=np.empty((n, *shape), dtype))
         if store._live_reader is not None and store.torn(indices):
-            # a concurrent ring writer overwrote some of these rows while we copied them
+            # a concurrent ring writer overwrote some of these rows while we copied them:
+            # catch up with its committed state; the sampler draws the batch again
             store.refresh()
-            return store.read(indices, self.fields)
+            return None
         if self.readahead == "auto" and n:
             # median of the last batches, so one slow batch (first touch of a mapping,
             # a scheduler hiccup) does not flip the mode; copying wide rows is not slow
