@@ -8,20 +8,19 @@ was written without keeping the data around.
 
 from __future__ import annotations
 
-from hypothesis import settings as _hyp_settings
-
-# deterministic property tests: CI and every developer see the same examples
-_hyp_settings.register_profile("replaystore", derandomize=True, deadline=None, print_blob=True)
-_hyp_settings.load_profile("replaystore")
-
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gymnasium.spaces import Box, Dict, Discrete, MultiBinary, MultiDiscrete, Tuple
+from hypothesis import settings as _hyp_settings
 
 import replaystore as rs
 from replaystore.spaces import flatten_space
+
+# deterministic property tests: CI and every developer see the same examples
+_hyp_settings.register_profile("replaystore", derandomize=True, deadline=None, print_blob=True)
+_hyp_settings.load_profile("replaystore")
 
 # fields the store fills in or that every store has, besides obs/action/next_obs leaves
 SCALAR_FIELDS = ("reward", "terminated", "truncated", "episode", "step")
