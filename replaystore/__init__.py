@@ -20,7 +20,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 from .errors import *  # noqa: E402,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .sampling import BalancedSampler, Sampler, UniformSampler, WeightedSampler  # noqa: E402
-from .storage import FORMAT_VERSION, Field, ReplayStore, Schema, create, open  # noqa: E402
+from .storage import FORMAT_VERSION, Field, ReplayStore, Schema, create, open, verify  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -30,6 +30,7 @@ __all__ = [
     "Field",
     "Schema",
     "FORMAT_VERSION",
+    "verify",
     "Sampler",
     "UniformSampler",
     "BalancedSampler",

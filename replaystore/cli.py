@@ -216,6 +216,22 @@ def sample(path, batch_size, balanced_by, seed, fields):
         click.echo(pd.DataFrame(cols).to_string())
 
 
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--repair", is_flag=True, help="Truncate to the longest undamaged prefix of rows.")
+def verify(path, repair):
+    """Check every chunk of a store against its checksums; exit 1 if anything is damaged.
+
+    Example: replaystore verify fl.zarr --repair
+    """
+    from .storage import verify as run_verify
+
+    report = run_verify(path, repair=repair)
+    click.echo("\n".join(report.lines()))
+    if not report.ok:
+        sys.exit(1)
+
+
 # -- train and evaluate ---------------------------------------------------------------------------
 @main.command()
 @click.argument("path", type=click.Path())

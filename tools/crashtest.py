@@ -8,6 +8,7 @@ with SIGKILL after a random delay, reopens the store, and checks that
 * every committed row equals the row a re-run produces (all fields, bit for bit),
 * a ring holds exactly the newest ``size`` rows, in order,
 * no row the child reported as committed is missing (rows lost must be 0),
+* ``verify`` finds every checksum consistent with the committed state,
 * the store accepts new appends afterwards (the next child continues from it).
 
 Rows appended but not yet committed when the kill landed are dropped, as documented.
@@ -100,6 +101,10 @@ def check(path: Path, capacity: int | None, reported: int) -> dict:
             return {"ok": False, "error": f"field {k!r} row {bad} differs from the re-run", "lost": 0,
                     "checked": size}
     store.close()
+    report = rs.verify(path)
+    if not report.ok:
+        return {"ok": False, "error": "verify after the kill: " + "; ".join(report.lines()[1:]),
+                "lost": 0, "checked": size}
     return {"ok": True, "lost": 0, "checked": size, "total": total}
 
 

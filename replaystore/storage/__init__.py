@@ -2,5 +2,7 @@
 
 from .schema import Field, Schema
 from .store import FORMAT_VERSION, ReplayStore, create, open
+from .verify import Damage, VerifyReport, verify
 
-__all__ = ["Field", "Schema", "ReplayStore", "create", "open", "FORMAT_VERSION"]
+__all__ = ["Field", "Schema", "ReplayStore", "create", "open", "FORMAT_VERSION", "verify",
+           "VerifyReport", "Damage"]

@@ -103,6 +103,28 @@ class RowArray:
             pos += m
             src += m
 
+    def read_bytes(self, a: int, b: int) -> bytes:
+        """Raw little-endian bytes of physical rows ``[a, b)``, read from the chunk files."""
+        cr, rb = self.chunk_rows, self.row_bytes
+        parts = []
+        pos = a
+        while pos < b:
+            k, off = divmod(pos, cr)
+            m = min(b - pos, cr - off)
+            path = chunk_path(self.path.parent, self.path.name, k, len(self.shape))
+            fd = self._fds.get(k)
+            if fd is None:
+                with open(path, "rb") as fh:
+                    fh.seek(off * rb)
+                    data = fh.read(m * rb)
+            else:
+                data = os.pread(fd, m * rb, off * rb)
+            if len(data) != m * rb:
+                raise OSError(f"{path}: chunk {k} is shorter than {(off + m) * rb} bytes")
+            parts.append(data)
+            pos += m
+        return b"".join(parts)
+
     def sync(self) -> None:
         """fdatasync the chunk files written since the last sync."""
         for k in self._dirty:

@@ -44,6 +44,7 @@ from . import ring
 from .array import RowArray
 from .files import LiveFloor, WriterLock, atomic_write_json, read_json, remove_stray_temps
 from .index import ClassIndex, KeySpec, key_spec
+from .integrity import BlockChecksums, changed_blocks, committed_intervals
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView
 from .schema import Field, Schema
 
@@ -281,6 +282,16 @@ def _write_group(root: Path, meta: dict, state: dict, *, fsync: bool) -> None:
     atomic_write_json(root / "zarr.json", doc, fsync=fsync)
 
 
+def _write_backup(root: Path, meta: dict, state: dict) -> None:
+    """A copy of the group metadata (``.zarr.json.bak``) for ``verify --repair`` to fall back
+    on if ``zarr.json`` itself is damaged later. Not atomic and not synced: only a backup."""
+    try:
+        doc = {"zarr_format": 3, "node_type": "group", "attributes": {META_KEY: meta, STATE_KEY: state}}
+        (root / ".zarr.json.bak").write_text(json.dumps(doc))
+    except OSError:
+        pass
+
+
 def _load_meta(root: Path) -> tuple[dict, dict]:
     if not root.exists():
         raise NotAStoreError(f"{root}: no such file or directory")
@@ -344,6 +355,7 @@ class ReplayStore:
         meta, state = _load_meta(self.path)
         self._meta = meta
         self._state = dict(state)
+        self._opened_state = dict(state)
         try:
             self.schema = Schema.from_json(meta["fields"])
         except (KeyError, TypeError, SchemaError) as e:
@@ -372,6 +384,8 @@ class ReplayStore:
         self._lock: WriterLock | None = None
         self._open_chunks: dict[str, tuple[int, np.ndarray]] = {}
         self._dirty_compressed: set[tuple[str, int]] = set()
+        self._written: list[tuple[int, int]] = []  # physical rows written since the last commit
+        self._crc: dict[str, BlockChecksums] = {}
         self._array_meta: dict[str, dict] = {}
         self._advice = MADV_NORMAL
         self._indexes: dict[str, ClassIndex] = {}
@@ -385,8 +399,12 @@ class ReplayStore:
         if mode == "a":
             self._lock = WriterLock(self.path)
             self._lock.acquire()
-            # a writer killed mid-commit leaves temp files; the committed state is intact
+            # a writer killed mid-commit leaves temp files and checksums of a commit it never
+            # published; the committed state is intact
             remove_stray_temps(self.path)
+            for f in self.schema:
+                crc = self._crc[f.name] = BlockChecksums(self.path, f, writable=True)
+                crc.forget_after(self.generation)
             if self.capacity is not None:
                 self._live = LiveFloor(self.path, create=True)
                 self._live.raise_floor(self.total - self.size)
@@ -538,6 +556,8 @@ class ReplayStore:
                 idx.close()
             self._indexes.clear()
             self._cache.clear()
+            for crc in self._crc.values():
+                crc.close()
             for live in (self._live, self._live_reader):
                 if live is not None:
                     live.close()
@@ -744,6 +764,42 @@ class ReplayStore:
         self._since_commit = 0
         self._last_commit = time.monotonic()
 
+    def _record_checksums(self, state: dict) -> None:
+        """CRC32 of the committed rows of every block this commit changes (see integrity.py)."""
+        prev = self._last_committed if getattr(self, "_last_committed", None) else self._opened_state
+        cap = self.capacity
+        before = committed_intervals(int(prev["total"]), int(prev["size"]), cap)
+        after = committed_intervals(int(state["total"]), int(state["size"]), cap)
+        if before == after and not self._written:
+            return
+        for f in self.schema:
+            crc = self._crc.get(f.name)
+            if crc is None:
+                crc = self._crc[f.name] = BlockChecksums(self.path, f, writable=True)
+            blocks = changed_blocks(crc.block_rows, before, after, self._written)
+            crc.update(blocks, after, int(state["generation"]), self._row_bytes_reader(f))
+            if self._fsync:
+                crc.sync()
+        self._written = []
+
+    def _row_bytes_reader(self, f: Field):
+        if not f.compressed:
+            return self._row_array(f).read_bytes
+
+        def read(a: int, b: int) -> bytes:
+            out = np.empty((b - a, *f.shape), f.dtype)
+            cr = f.chunk_rows
+            k = a // cr
+            cached = self._open_chunks.get(f.name)
+            if cached is not None and cached[0] == k and (b - 1) // cr == k:
+                out[:] = cached[1][a - k * cr : b - k * cr]
+            else:
+                arr = self._zarr_array(f)
+                out[:] = arr[a:b]
+            return np.ascontiguousarray(out, dtype=f.dtype.newbyteorder("<")).tobytes()
+
+        return read
+
     def _sync_data(self) -> None:
         """fsync every chunk file written since the last commit (before the state names them)."""
         for ra in self._rows.values():
@@ -802,6 +858,7 @@ class ReplayStore:
                 self._resize_zarr(f, _alloc(new_total, f.chunk_rows))
             for a, b, dst in segments:
                 self._write_rows(f, dst, buf[a:b])
+        self._written.extend((dst, dst + (b - a)) for a, b, dst in segments)
         if cap is None:
             # While a writer has the store open, arrays grow a whole chunk at a time (one
             # metadata write per chunk, not per commit); close() trims them to the rows.
@@ -831,7 +888,9 @@ class ReplayStore:
     def _commit_state(self, state: dict) -> None:
         state = dict(state)
         state["generation"] = int(self._state.get("generation", 0)) + 1
+        self._record_checksums(state)
         _write_group(self.path, self._meta, state, fsync=self._fsync)
+        _write_backup(self.path, self._meta, state)
         self._state = state
         self._last_committed = dict(state)
 

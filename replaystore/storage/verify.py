@@ -1,0 +1,287 @@
+"""Check every chunk of a store against its checksums, and repair by truncation.
+
+>>> import tempfile, gymnasium as gym, numpy as np, replaystore as rs
+>>> p = tempfile.mkdtemp() + "/s"
+>>> with rs.create(p, gym.spaces.Discrete(4), gym.spaces.Discrete(2)) as s:
+...     s.extend({"obs": [0, 1], "action": [0, 1], "reward": [0.0, 1.0], "next_obs": [1, 2],
+...               "terminated": [False, True], "truncated": [False, False]})
+>>> verify(p).ok
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CorruptStoreError, NotAStoreError, ReplayStoreError
+from .files import atomic_write_json, chunk_path, read_json
+from .integrity import BlockChecksums, changed_blocks, committed_intervals
+from .schema import Field, Schema
+
+__all__ = ["verify", "VerifyReport", "Damage"]
+
+
+@dataclass
+class Damage:
+    """Damaged logical rows ``[start, stop)`` of one field (or of the metadata)."""
+
+    field: str
+    start: int
+    stop: int
+    reason: str
+
+    def __str__(self) -> str:
+        rows = f"rows {self.start}..{self.stop - 1}" if self.stop > self.start else "no rows"
+        return f"{self.field}: {rows}: {self.reason}"
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    ok: bool = True
+    rows: int = 0
+    rows_checked: int = 0
+    blocks_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
+    repaired: str | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"{self.path}: {'OK' if self.ok else 'DAMAGED'} — {self.rows:,} committed rows, "
+               f"{self.blocks_checked:,} blocks checked"]
+        out += [f"  metadata: {p}" for p in self.problems]
+        out += [f"  {d}" for d in self.damage]
+        if self.repaired:
+            out.append(f"  repaired: {self.repaired}")
+        return out
+
+
+def _load(root: Path, report: VerifyReport) -> tuple[dict, dict] | None:
+    from .store import META_KEY, STATE_KEY, _load_meta
+
+    try:
+        return _load_meta(root)
+    except NotAStoreError:
+        raise
+    except ReplayStoreError as e:
+        report.problems.append(f"zarr.json: {e}")
+        bak = root / ".zarr.json.bak"
+        try:
+            doc = json.loads(bak.read_text())
+            attrs = doc["attributes"]
+            meta, state = attrs[META_KEY], attrs[STATE_KEY]
+            report.problems.append(f"{bak.name} holds the metadata of commit {state.get('generation')}")
+            return meta, state
+        except (OSError, ValueError, KeyError, TypeError):
+            report.problems.append("no usable backup (.zarr.json.bak) either")
+            return None
+
+
+def _logical_ranges(phys_a: int, phys_b: int, total: int, size: int, cap: int | None) -> tuple[int, int]:
+    oldest = total - size if cap is None else (total - size) % cap
+    la = phys_a - oldest if cap is None else (phys_a - oldest) % cap
+    return la, la + (phys_b - phys_a)
+
+
+class _FieldReader:
+    """Reads physical rows of one field from its files, reporting damage instead of failing."""
+
+    def __init__(self, root: Path, f: Field) -> None:
+        self.root, self.f = root, f
+        self._chunk_cache: tuple[int, np.ndarray | None, str | None] | None = None
+        self._zarr = None
+
+    def read(self, a: int, b: int) -> tuple[bytes | None, str | None]:
+        f = self.f
+        cr, rb = f.chunk_rows, f.row_bytes
+        parts = []
+        pos = a
+        while pos < b:
+            k, off = divmod(pos, cr)
+            m = min(b - pos, cr - off)
+            if f.compressed:
+                chunk, err = self._decoded(k)
+                if err:
+                    return None, err
+                sel = chunk[off : off + m]
+                if len(sel) != m:
+                    return None, f"chunk {k} holds fewer rows than expected"
+                parts.append(np.ascontiguousarray(sel, dtype=f.dtype.newbyteorder("<")).tobytes())
+            else:
+                path = chunk_path(self.root, f.name, k, len(f.shape))
+                try:
+                    size = os.path.getsize(path)
+                except FileNotFoundError:
+                    return None, f"chunk file {os.path.relpath(path, self.root)} is missing"
+                if size != f.chunk_bytes:
+                    return None, (f"chunk file {os.path.relpath(path, self.root)} has {size} bytes, "
+                                  f"expected {f.chunk_bytes}")
+                with open(path, "rb") as fh:
+                    fh.seek(off * rb)
+                    parts.append(fh.read(m * rb))
+            pos += m
+        return b"".join(parts), None
+
+    def _decoded(self, k: int) -> tuple[np.ndarray | None, str | None]:
+        if self._chunk_cache is not None and self._chunk_cache[0] == k:
+            return self._chunk_cache[1], self._chunk_cache[2]
+        import zarr
+
+        path = chunk_path(self.root, self.f.name, k, len(self.f.shape))
+        chunk, err = None, None
+        if not os.path.exists(path):
+            err = f"chunk file {os.path.relpath(path, self.root)} is missing"
+        else:
+            try:
+                if self._zarr is None:
+                    self._zarr = zarr.open_array(str(self.root / self.f.name), mode="r")
+                lo = k * self.f.chunk_rows
+                chunk = self._zarr[lo : min(lo + self.f.chunk_rows, self._zarr.shape[0])]
+            except Exception as e:  # any decode failure is damage
+                err = f"chunk {k} cannot be decoded ({type(e).__name__}: {e})"
+        self._chunk_cache = (k, chunk, err)
+        return chunk, err
+
+
+def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
+    """Check the metadata and every committed block of every field against its checksum.
+
+    With ``repair=True`` a damaged store is truncated to its longest undamaged prefix of
+    rows (oldest first); the report says what was dropped. A store that is already open
+    for writing elsewhere should not be repaired.
+    """
+    from .store import META_KEY, STATE_KEY
+
+    root = Path(path)
+    report = VerifyReport(str(root))
+    loaded = _load(root, report)
+    if loaded is None:
+        report.ok = False
+        return report
+    meta, state = loaded
+    try:
+        schema = Schema.from_json(meta["fields"])
+        cap = meta.get("capacity")
+        total, size, gen = int(state["total"]), int(state["size"]), int(state.get("generation", 0))
+    except (KeyError, TypeError, ValueError, ReplayStoreError) as e:
+        report.problems.append(f"metadata is inconsistent: {e}")
+        report.ok = False
+        return report
+    report.rows = size
+    if size < 0 or size > total or (cap is not None and (size > cap or state.get("cursor") != total % cap)):
+        report.problems.append(f"committed state is inconsistent: size {size}, total {total}, "
+                               f"cursor {state.get('cursor')}, capacity {cap}")
+    intervals = committed_intervals(total, size, cap)
+    for f in schema:
+        am = root / f.name / "zarr.json"
+        try:
+            doc = read_json(am, what=f"array metadata of {f.name!r}")
+            ok_shape = doc["chunk_grid"]["configuration"]["chunk_shape"] == [f.chunk_rows, *f.shape]
+            if not ok_shape or (cap is None and doc["shape"][0] < 0):
+                raise CorruptStoreError(f"{am}: chunking does not match the store's field list")
+        except (OSError, KeyError, TypeError, ReplayStoreError) as e:
+            report.damage.append(Damage(f.name, 0, size, f"array metadata unreadable: {e}"))
+            continue
+        crc = BlockChecksums(root, f, writable=False)
+        records = crc.records()
+        reader = _FieldReader(root, f)
+        br = crc.block_rows
+        bad: list[tuple[int, int, str]] = []
+        for lo, hi in intervals:
+            for blk in range(lo // br, (hi - 1) // br + 1):
+                a, b = max(lo, blk * br), min(hi, (blk + 1) * br)
+                report.blocks_checked += 1
+                pieces = [(max(x, blk * br), min(y, (blk + 1) * br)) for x, y in intervals
+                          if max(x, blk * br) < min(y, (blk + 1) * br)]
+                want = crc.expected(blk, gen, records)
+                value, rows, err = 0, 0, None
+                for x, y in pieces:
+                    data, err = reader.read(x, y)
+                    if err:
+                        break
+                    value = zlib.crc32(data, value)
+                    rows += y - x
+                if err is None and want is None:
+                    err = "no checksum recorded for this block"
+                elif err is None and (value, rows) != want:
+                    err = "checksum mismatch (data changed on disk)"
+                if err:
+                    bad.append((a, b, err))
+                else:
+                    report.rows_checked += b - a
+        for a, b, err in bad:
+            la, lb = _logical_ranges(a, b, total, size, cap)
+            report.damage.append(Damage(f.name, la, lb, err))
+    report.damage = _merge(report.damage)
+    report.ok = not report.damage and not report.problems
+    if repair and not report.ok:
+        _repair(root, meta, state, schema, report, META_KEY, STATE_KEY)
+    return report
+
+
+def _merge(damage: list[Damage]) -> list[Damage]:
+    damage = sorted(damage, key=lambda d: (d.field, d.start))
+    out: list[Damage] = []
+    for d in damage:
+        if out and out[-1].field == d.field and out[-1].reason == d.reason and out[-1].stop >= d.start:
+            out[-1].stop = max(out[-1].stop, d.stop)
+        else:
+            out.append(d)
+    return out
+
+
+def _repair(root: Path, meta: dict, state: dict, schema: Schema, report: VerifyReport,
+            meta_key: str, state_key: str) -> None:
+    from .files import WriterLock
+    from .store import _write_backup
+
+    lock = WriterLock(root)
+    lock.acquire()
+    try:
+        cap = meta.get("capacity")
+        total, size = int(state["total"]), int(state["size"])
+        keep = min([d.start for d in report.damage] + [size])
+        new_total = total - (size - keep)
+        new_state = {**state, "size": keep, "total": new_total,
+                     "cursor": new_total % cap if cap is not None else new_total,
+                     "generation": int(state.get("generation", 0)) + 1}
+        before = committed_intervals(total, size, cap)
+        after = committed_intervals(new_total, keep, cap)
+        for f in schema:
+            crc = BlockChecksums(root, f, writable=True)
+            reader = _FieldReader(root, f)
+
+            def read(a: int, b: int, reader=reader) -> bytes:
+                data, err = reader.read(a, b)
+                if err:
+                    raise CorruptStoreError(f"{root}: cannot re-checksum kept rows of {f.name!r}: {err}")
+                return data
+
+            crc.update(changed_blocks(crc.block_rows, before, after, []), after,
+                       new_state["generation"], read)
+            crc.sync()
+            crc.close()
+            if cap is None and not f.compressed:
+                am = root / f.name / "zarr.json"
+                doc = read_json(am)
+                doc["shape"][0] = new_total
+                atomic_write_json(am, doc, fsync=True)
+        shutil.rmtree(root / "_index", ignore_errors=True)  # rebuilt on demand
+        doc = {"zarr_format": 3, "node_type": "group", "attributes": {meta_key: meta, state_key: new_state}}
+        atomic_write_json(root / "zarr.json", doc, fsync=True)
+        _write_backup(root, meta, new_state)
+        dropped = size - keep
+        kept = f"kept rows 0..{keep - 1}" if keep else "kept no rows"
+        report.repaired = (f"{kept}, dropped {dropped:,} of {size:,} row(s) (from logical row {keep} on); "
+                           "class indexes will be rebuilt")
+        if report.problems and not report.damage:
+            report.repaired = "restored zarr.json from its backup; no rows dropped"
+    finally:
+        lock.release()
