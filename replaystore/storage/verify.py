@@ -258,10 +258,10 @@ def _repair(root: Path, meta: dict, state: dict, schema: Schema, report: VerifyR
             crc = BlockChecksums(root, f, writable=True)
             reader = _FieldReader(root, f)
 
-            def read(a: int, b: int, reader=reader) -> bytes:
+            def read(a: int, b: int, reader=reader, name=f.name) -> bytes:
                 data, err = reader.read(a, b)
                 if err:
-                    raise CorruptStoreError(f"{root}: cannot re-checksum kept rows of {f.name!r}: {err}")
+                    raise CorruptStoreError(f"{root}: cannot re-checksum kept rows of {name!r}: {err}")
                 return data
 
             crc.update(changed_blocks(crc.block_rows, before, after, []), after,
