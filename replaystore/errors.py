@@ -25,6 +25,7 @@ __all__ = [
     "EnvError",
     "StoreExistsError",
     "AgentConfigError",
+    "StoreWriteError",
 ]
 
 
@@ -82,3 +83,10 @@ class StoreExistsError(ReplayStoreError, FileExistsError):
 
 class AgentConfigError(ReplayStoreError, ValueError):
     """An agent was given hyperparameters (or acting arguments) that cannot work."""
+
+
+class StoreWriteError(ReplayStoreError, OSError):
+    """Writing to the store's files failed (disk full, read-only file system, I/O error).
+
+    Committed rows are intact; rows not yet committed stay buffered in memory.
+    """

@@ -66,10 +66,12 @@ class WriterLock:
     def acquire(self) -> None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:
-            raise StoreLockedError(
-                f"{self.path.parent}: cannot create the writer lock (directory is read-only); "
-                "open the store with mode='r'"
+        except OSError as e:
+            from ..errors import StoreModeError
+
+            raise StoreModeError(
+                f"{self.path.parent}: cannot open for writing ({e.strerror}); the directory is not "
+                "writable: open the store with mode='r'"
             ) from None
         try:
             _lock(fd)

@@ -35,10 +35,12 @@ from ..errors import (
     EmptyStoreError,
     FormatVersionError,
     NotAStoreError,
+    ReplayStoreError,
     RowIndexError,
     SchemaError,
     StoreExistsError,
     StoreModeError,
+    StoreWriteError,
 )
 from . import ring
 from .array import RowArray
@@ -416,6 +418,7 @@ class ReplayStore:
                 f.name: np.zeros((self._buffer_rows, *f.shape), f.dtype) for f in self.schema
             }
             self._nbuf = 0
+            self._pending: list[dict[str, np.ndarray]] = []
             self._commit_every = commit_every
             self._commit_seconds = commit_seconds
             self._last_commit = time.monotonic()
@@ -498,7 +501,10 @@ class ReplayStore:
 
     @property
     def buffered(self) -> int:
-        return self._nbuf if self.mode == "a" else 0
+        """Rows appended but not yet committed."""
+        if self.mode != "a":
+            return 0
+        return self._nbuf + sum(len(p["reward"]) for p in self._pending)
 
     @property
     def next_episode(self) -> int:
@@ -506,9 +512,9 @@ class ReplayStore:
 
     def __len__(self) -> int:
         """Rows readable, counting rows appended but not yet flushed."""
-        if self.mode != "a" or not self._nbuf:
+        if self.mode != "a" or not self.buffered:
             return self.size
-        n = self.size + self._nbuf
+        n = self.size + self.buffered
         return min(n, self.capacity) if self.capacity is not None else n
 
     def __repr__(self) -> str:
@@ -691,6 +697,23 @@ class ReplayStore:
                 else:
                     self._state["episode"] = int(ep.reshape(n)[-1])
                     self._state["step"] = int(st.reshape(n)[-1]) + 1
+        self._since_commit += n
+        if self._pending:
+            # an earlier write failed: keep the order, queue behind it, and try again
+            self._pending.append(_copy_rows(arrays, 0, n))
+            self.flush()
+        else:
+            self._buffer_rows_in(arrays, n)
+        if self._commit_every is not None and self._since_commit >= self._commit_every:
+            self.flush()
+        elif self._commit_seconds is not None and time.monotonic() - self._last_commit >= self._commit_seconds:
+            self.flush()
+
+    def _buffer_rows_in(self, arrays: dict[str, np.ndarray], n: int) -> None:
+        """Copy rows into the write buffer, writing it out whenever it fills up.
+
+        If a write fails, the rows of ``arrays`` not yet buffered are kept aside (in
+        order) so that nothing handed to append/extend is lost; flush() retries."""
         single = arrays["reward"].ndim == 0
         src = 0
         while src < n:
@@ -704,12 +727,12 @@ class ReplayStore:
             self._nbuf += m
             src += m
             if self._nbuf == self._buffer_rows:
-                self._write_buffer()
-        self._since_commit += n
-        if self._commit_every is not None and self._since_commit >= self._commit_every:
-            self.flush()
-        elif self._commit_seconds is not None and time.monotonic() - self._last_commit >= self._commit_seconds:
-            self.flush()
+                try:
+                    self._write_buffer()
+                except StoreWriteError:
+                    if src < n:
+                        self._pending.append(_copy_rows(arrays, src, n))
+                    raise
 
     def _fill_episodes(self, arrays: dict[str, np.ndarray], n: int) -> None:
         cur_ep, cur_step, nxt = int(self._state["episode"]), int(self._state["step"]), self.next_episode
@@ -757,6 +780,19 @@ class ReplayStore:
         rows appended since the last commit.
         """
         self._require_writable()
+        if self._nbuf:
+            self._write_buffer()
+        while self._pending:
+            rows = self._pending.pop(0)
+            queued = len(self._pending)
+            try:
+                self._buffer_rows_in(rows, len(rows["reward"]))
+            except StoreWriteError:
+                if len(self._pending) > queued:  # the rest of these rows: back to the front
+                    self._pending.insert(0, self._pending.pop())
+                raise
+            if self._nbuf:
+                self._write_buffer()
         if self._nbuf:
             self._write_buffer()
         elif self._state != self._committed_state():
@@ -834,6 +870,22 @@ class ReplayStore:
         return getattr(self, "_last_committed", {})
 
     def _write_buffer(self) -> None:
+        try:
+            self._write_buffer_unsafe()
+        except OSError as e:
+            if isinstance(e, ReplayStoreError):
+                raise
+            where = getattr(self, "_writing", None)
+            what = f"writing field {where!r}" if where else "committing"
+            raise StoreWriteError(
+                f"{self.path}: {what} failed: {e.strerror or e}; the {self.size:,} committed rows are "
+                f"intact and the {self._nbuf:,} rows not yet committed are still buffered: fix the "
+                "cause (e.g. free disk space) and call flush() again"
+            ) from e
+        finally:
+            self._writing = None
+
+    def _write_buffer_unsafe(self) -> None:
         n = self._nbuf
         if not n:
             return
@@ -853,6 +905,7 @@ class ReplayStore:
                 self._live.raise_floor(total - keep)
         for name in self.schema.names:
             f = self.schema[name]
+            self._writing = name
             buf = self._buf[name]
             if cap is None and f.compressed:
                 self._resize_zarr(f, _alloc(new_total, f.chunk_rows))
@@ -865,6 +918,7 @@ class ReplayStore:
             for f in self.schema:
                 if not f.compressed:
                     self._row_array(f).set_rows(_alloc(new_total, f.chunk_rows), fsync=self._fsync)
+        self._writing = None
         if self._fsync:
             self._sync_data()
         if self._meta.get("indexes"):
@@ -1226,6 +1280,12 @@ class ReplayStore:
                     total += min(st.st_size, st.st_blocks * 512)
             out[f.name] = total
         return out
+
+
+def _copy_rows(arrays: dict[str, np.ndarray], a: int, b: int) -> dict[str, np.ndarray]:
+    if arrays["reward"].ndim == 0:
+        return {k: np.asarray(v)[None].copy() for k, v in arrays.items()}
+    return {k: np.array(v[a:b]) for k, v in arrays.items()}
 
 
 def _fast_check(space: gym.Space):
