@@ -331,16 +331,20 @@ def _policy_certified(agent: Any, bound: float) -> bool:
     After a sweep with largest change ``dq``, value-iteration theory bounds the distance
     to the fixed point by ``bound = dq * gamma / (1 - gamma)``. If in every state the best
     action's value exceeds the runner-up's by more than ``2 * bound``, the greedy policy
-    is already that of the fixed point. States whose actions are all exactly tied (never
-    seen, or terminal) do not count.
+    is already that of the fixed point. States the data never shows as an observation
+    (terminal or unreachable ones) do not count.
     """
     q = getattr(agent, "q", None)
     if q is None or q.shape[1] < 2 or not np.isfinite(bound):
         return False
     top2 = np.partition(q, q.shape[1] - 2, axis=1)[:, -2:]
     lead = top2[:, 1] - top2[:, 0]
-    tied = np.ptp(q, axis=1) == 0
-    return bool(np.all(lead[~tied] > 2 * bound))
+    visits = getattr(agent, "visits", None)
+    # only states the data never shows (terminal or unreachable ones) may stay tied; a
+    # visited state whose actions still tie (e.g. its values have not propagated yet)
+    # blocks the certificate
+    unseen = (visits.sum(axis=1) == 0) if visits is not None else (np.ptp(q, axis=1) == 0)
+    return bool(np.all(lead[~unseen] > 2 * bound))
 
 
 class _CsvLog:

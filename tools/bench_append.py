@@ -30,9 +30,10 @@ def make_rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
             "next_obs": obs[1:], "terminated": rng.random(n) < 0.01, "truncated": np.zeros(n, bool)}
 
 
-def bench_store(path: Path, data: dict, batch: int, codecs, commit: bool) -> float:
+def bench_store(path: Path, data: dict, batch: int, codecs, commit: bool, fsync: bool = True) -> float:
     n = len(data["reward"])
-    store = rs.create(path, gym.spaces.Box(-10, 10, (8,)), gym.spaces.Discrete(4), codecs=codecs)
+    rs.create(path, gym.spaces.Box(-10, 10, (8,)), gym.spaces.Discrete(4), codecs=codecs).close()
+    store = rs.open(path, "a", fsync=fsync)
     t = time.perf_counter()
     if batch == 1:
         cols = list(data)
@@ -90,24 +91,28 @@ def main() -> None:
     try:
         print(f"\n### append throughput (transitions/s, obs float32[8], codecs={args.codecs or 'none'}, "
               f"median of {args.reps})\n")
-        print("| batch rows | rows | store | store, flush() every batch | memmap .npy | store / memmap |")
-        print("|---|---|---|---|---|---|")
+        print("| batch rows | rows | store (commit when the buffer fills) | commit every batch, fsync | "
+              "commit every batch, no fsync | memmap .npy | store / memmap |")
+        print("|---|---|---|---|---|---|---|")
         for batch in (1, 64, 4096):
             n = args.rows_single if batch == 1 else args.rows
             data = make_rows(n)
-            res = {"store": [], "commit": [], "memmap": []}
+            res = {"store": [], "commit": [], "commit_nosync": [], "memmap": []}
             for r in range(args.reps):
                 res["store"].append(bench_store(work / f"s{batch}_{r}", data, batch, args.codecs, False))
                 if batch > 1 or r == 0:
                     m = min(n, 20_000) if batch == 1 else n
                     sub = {k: v[:m] for k, v in data.items()}
                     res["commit"].append(bench_store(work / f"c{batch}_{r}", sub, batch, args.codecs, True))
+                    res["commit_nosync"].append(
+                        bench_store(work / f"d{batch}_{r}", sub, batch, args.codecs, True, fsync=False))
+                    shutil.rmtree(work / f"d{batch}_{r}", ignore_errors=True)
                 res["memmap"].append(bench_memmap(work / f"m{batch}_{r}", data, batch))
                 shutil.rmtree(work / f"c{batch}_{r}", ignore_errors=True)
                 shutil.rmtree(work / f"m{batch}_{r}", ignore_errors=True)
             med = {k: float(np.median(v)) for k, v in res.items()}
-            print(f"| {batch} | {n:,} | {med['store']:,.0f} | {med['commit']:,.0f} | {med['memmap']:,.0f} | "
-                  f"{med['store'] / med['memmap']:.2f} |")
+            print(f"| {batch} | {n:,} | {med['store']:,.0f} | {med['commit']:,.0f} | "
+                  f"{med['commit_nosync']:,.0f} | {med['memmap']:,.0f} | {med['store'] / med['memmap']:.2f} |")
         path = work / "s4096_0"
         store = rs.open(path)
         sizes = store.nbytes_on_disk()
