@@ -21,17 +21,17 @@ from .base import Sampler
 
 __all__ = ["WeightedSampler"]
 
-_BLOCK = 1 << 20
-
-
 class WeightedSampler(Sampler):
     """Rows drawn with probability proportional to ``weights``, with replacement.
 
     ``weights`` is the name of a stored numeric field or an array with one weight per
-    stored row (logical order). Zero-weight rows are never drawn. The cumulative sum
-    is kept in memory as float64 (8 bytes per row); a stored field is re-read when the
-    store changes.
+    stored row (logical order). Zero-weight rows are never drawn. Memory stays small for
+    any store size: only the sum of each block of ``BLOCK`` rows is kept (8 bytes per
+    32 rows); a draw picks a block by its sum, then a row inside it from the block's
+    weights. A stored field is re-read when the store changes.
     """
+
+    BLOCK = 32
 
     def __init__(self, store, weights: str | np.ndarray, batch_size: int, *, seed=None,
                  fields=None, readahead="auto") -> None:
@@ -50,48 +50,70 @@ class WeightedSampler(Sampler):
         self._gen = None
         self._refresh()
 
+    def _weights(self, a: int, b: int) -> np.ndarray:
+        if self._array is not None:
+            return self._array[a:b]
+        return self.store.read_range(a, b, fields=[self.weights_field])[self.weights_field].astype(np.float64)
+
     def _refresh(self) -> None:
         store = self.store
         key = (store.generation, store.total, store.size)
         if key == self._gen:
             return
         n = store.size
-        if self.weights_field is None:
-            w = self._array
-            if len(w) != n:
-                raise SamplerError(
-                    f"{store.path}: weights array has {len(w)} entries but the store holds {n} rows; "
-                    "give one weight per stored row"
-                )
-            cdf = np.cumsum(w)
-            bad = _check(w, f"{store.path}: weights array")
-        else:
-            cdf = np.empty(n, np.float64)
-            acc = 0.0
-            bad = None
-            for a in range(0, n, _BLOCK):
-                b = min(n, a + _BLOCK)
-                w = store.read_range(a, b, fields=[self.weights_field])[self.weights_field].astype(np.float64)
-                bad = _check(w, f"{store.path}: weights field {self.weights_field!r}", offset=a)
-                np.cumsum(w, out=cdf[a:b])
-                cdf[a:b] += acc
-                acc = cdf[b - 1] if b > a else acc
-        if bad is not None:
-            raise bad
+        what = (f"{store.path}: weights array" if self.weights_field is None
+                else f"{store.path}: weights field {self.weights_field!r}")
+        if self._array is not None and len(self._array) != n:
+            raise SamplerError(
+                f"{store.path}: weights array has {len(self._array)} entries but the store holds {n} rows; "
+                "give one weight per stored row"
+            )
+        B = self.BLOCK
+        nblocks = -(-n // B)
+        sums = np.zeros(nblocks, np.float64)
+        step = B * 8192
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            w = self._weights(a, b)
+            bad = _check(w, what, offset=a)
+            if bad is not None:
+                raise bad
+            padded = np.zeros(-(-len(w) // B) * B)
+            padded[: len(w)] = w
+            sums[a // B : a // B + len(padded) // B] = padded.reshape(-1, B).sum(axis=1)
+        cdf = np.cumsum(sums)
         if n == 0 or cdf[-1] <= 0:
             raise SamplerError(f"{store.path}: all weights are zero; at least one row needs a positive weight")
         self._cdf = cdf
+        self._n = n
         self._gen = key
 
     def sample_indices(self) -> np.ndarray:
         self._size()
         self._refresh()
-        u = self.rng.random(self.batch_size) * self._cdf[-1]
-        # sorted keys let searchsorted narrow each search with the previous result
-        order = np.argsort(u)
-        idx = np.empty(self.batch_size, np.int64)
-        idx[order] = np.searchsorted(self._cdf, u[order], side="right")
-        return np.minimum(idx, len(self._cdf) - 1, out=idx)
+        B, n, cdf = self.BLOCK, self._n, self._cdf
+        u = self.rng.random(self.batch_size) * cdf[-1]
+        order = np.argsort(u)  # sorted keys: each search starts where the last one ended
+        blk = np.empty(len(u), np.int64)
+        blk[order] = np.searchsorted(cdf, u[order], side="right")
+        np.minimum(blk, len(cdf) - 1, out=blk)
+        # skip blocks whose weights are all zero (possible only through rounding at edges)
+        rest = u - np.where(blk > 0, cdf[blk - 1], 0.0)
+        rows = blk[:, None] * B + np.arange(B)
+        inside = rows < n
+        flat = np.minimum(rows, n - 1).reshape(-1)
+        if self._array is not None:
+            w = self._array[flat]
+        else:
+            f = self.store.schema[self.weights_field]
+            w = self.store._gather(f, self.store.physical(flat), np.empty(len(flat), f.dtype))
+        w = np.where(inside, w.reshape(len(blk), B), 0.0)
+        cum = np.cumsum(w, axis=1)
+        k = (cum <= rest[:, None]).sum(axis=1)
+        # rounding can push ``rest`` past the block's own sum: take its last positive row
+        last = B - 1 - np.argmax((w > 0)[:, ::-1], axis=1)
+        k = np.minimum(k, last)
+        return blk * B + k
 
     def _extra_state(self) -> dict[str, Any]:
         return {"weights": self.weights_field}
