@@ -261,6 +261,8 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="page-cache-dropped and memory-limited cases (root)")
     ap.add_argument("--cgroup-mb", type=int, default=512, help="memory limit of the memory-limited case")
     ap.add_argument("--json", default=None, help="write all results here")
+    ap.add_argument("--sections", default="main,scaling,compressed,cold",
+                    help="comma-separated subset of main,scaling,compressed,cold")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -273,8 +275,13 @@ def main() -> None:
     results: dict = {"machine": f"{os.cpu_count()} cores", "time": time.strftime("%Y-%m-%d %H:%M")}
     out = []
 
+    sections = set(args.sections.split(","))
+    if "cold" in sections:
+        args.cold = True
     # 1. vector and image: every sampler against memmap and zarr on the same indices
     for kind, rows, batch, nb in (("vec", args.rows, 256, 400), ("img", args.image_rows, 32, 400)):
+        if "main" not in sections:
+            break
         path = build(work, kind, rows)
         main_rows = []
         for sampler in ("uniform", "balanced", "weighted", "epoch"):
@@ -303,7 +310,7 @@ def main() -> None:
 
     # 2. scaling with store size (vector, uniform)
     scale_rows = []
-    for rows in sizes:
+    for rows in sizes if "scaling" in sections else []:
         path = build(work, "vec", rows)
         base = dict(path=str(path), batch=256, batches=400, reps=7, sampler="uniform")
         r_store = run({**base, "reader": "store"})
@@ -312,16 +319,27 @@ def main() -> None:
                            "store rows/s": r_store["rows_per_s"], "memmap rows/s": r_mm["rows_per_s"],
                            "store / memmap": r_store["rows_per_s"] / r_mm["rows_per_s"],
                            "store RssAnon MB": r_store["rss_anon_mb"]})
-    first = scale_rows[0]["store rows/s"]
     for r in scale_rows:
-        r[f"vs {sizes[0]:,} rows"] = r["store rows/s"] / first
+        r[f"vs {sizes[0]:,} rows"] = r["store rows/s"] / scale_rows[0]["store rows/s"]
     results["scaling"] = scale_rows
-    out.append(table("uniform sampling vs store size (vector, batch 256, warm cache)", scale_rows,
-                     ["rows", "store GiB", "store rows/s", "memmap rows/s", "store / memmap",
-                      f"vs {sizes[0]:,} rows", "store RssAnon MB"]))
-    print(out[-1], flush=True)
+    if scale_rows:
+        out.append(table("uniform sampling vs store size (vector, batch 256, warm cache)", scale_rows,
+                         ["rows", "store GiB", "store rows/s", "memmap rows/s", "store / memmap",
+                          f"vs {sizes[0]:,} rows", "store RssAnon MB"]))
+        print(out[-1], flush=True)
 
     # 3. compressed store: what compression costs at sampling time
+    if "compressed" in sections:
+        _compressed(work, args, out, results)
+    # 4. cold page cache and memory-limited process
+    if args.cold:
+        _cold(work, args, sizes, out, results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print("\n".join(out))
+
+
+def _compressed(work, args, out, results):
     path = build(work, "vec", min(args.rows, 1_000_000), codecs="zstd:3")
     plain = build(work, "vec", min(args.rows, 1_000_000))
     base = dict(batch=256, batches=100, reps=5, sampler="uniform", reader="store")
@@ -338,9 +356,11 @@ def main() -> None:
     out.append(table(f"compression at sampling time ({min(args.rows, 1_000_000):,} rows, vector, uniform)",
                      comp, ["layout", "rows/s", "RssAnon MB", "MiB on disk"]))
     print(out[-1], flush=True)
+    return comp
 
-    # 4. cold page cache and memory-limited process
-    if args.cold:
+
+def _cold(work, args, sizes, out, results):
+    if True:
         big = build(work, "vec", sizes[-1])
         cold_rows = []
         base = dict(path=str(big), batch=256, batches=40, reps=5, sampler="uniform", warmup=2, warm=False)
@@ -352,7 +372,6 @@ def main() -> None:
              {"reader": "store", "prefetch": 2, "random_advice": True}, None),
             (f"memmap, MADV_RANDOM, cgroup {args.cgroup_mb} MB",
              {"reader": "memmap", "random_advice": True}, args.cgroup_mb),
-            (f"memmap, default advice, cgroup {args.cgroup_mb} MB", {"reader": "memmap"}, args.cgroup_mb),
             (f"store, prefetch 2, cgroup {args.cgroup_mb} MB", {"reader": "store", "prefetch": 2},
              args.cgroup_mb),
             (f"store, no prefetch, cgroup {args.cgroup_mb} MB", {"reader": "store"}, args.cgroup_mb),
@@ -367,9 +386,6 @@ def main() -> None:
         out.append(table(f"cold page cache ({sizes[-1]:,} rows, {disk_bytes(big) / 2**30:.1f} GiB, "
                          "caches dropped before each case)", cold_rows, ["case", "rows/s", "RssAnon MB"]))
         print(out[-1], flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    print("\n".join(out))
 
 
 def _pick(r: dict) -> dict:

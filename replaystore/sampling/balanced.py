@@ -81,7 +81,6 @@ class BalancedSampler(Sampler):
             )
         self.classes = classes
         self.p = w / w.sum()
-        self._cdf = np.cumsum(self.p)
         self.starts, self.counts = starts, counts
         self._active = np.flatnonzero(self.p > 0).tolist()
         self._ids = [self.index._ids_view(j) for j in range(len(classes))]
@@ -98,24 +97,19 @@ class BalancedSampler(Sampler):
         self._size()
         self._refresh()
         b = self.batch_size
-        u = self.rng.random((2, b))
-        cls = np.searchsorted(self._cdf, u[0] * self._cdf[-1], side="right")
-        np.minimum(cls, len(self._cdf) - 1, out=cls)
-        pos = self.starts[cls] + (u[1] * self.counts[cls]).astype(np.int64)
-        if self._ring is not None:
-            pos %= self._ring
-        if len(self._active) == 1:
-            ids = self._ids[self._active[0]][pos]
-        else:
-            ids = np.empty(b, np.int64)
-            order = np.argsort(cls, kind="stable")
-            bounds = np.searchsorted(cls[order], np.arange(len(self.p) + 1)).tolist()
-            views = self._ids
-            for j in self._active:
-                a, z = bounds[j], bounds[j + 1]
-                if z > a:
-                    sel = order[a:z]
-                    ids[sel] = views[j][pos[sel]]
+        # class counts of the batch, then rows uniformly within each class, then a random
+        # order: the same distribution as drawing (class, row) pairs one by one
+        counts = self.rng.multinomial(b, self.p)
+        parts = []
+        for j in self._active:
+            c = int(counts[j])
+            if c:
+                pos = self.starts[j] + (self.rng.random(c) * self.counts[j]).astype(np.int64)
+                if self._ring is not None:
+                    pos %= self._ring
+                parts.append(self._ids[j][pos])
+        ids = np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+        ids = ids[self.rng.permutation(b)] if len(parts) > 1 else ids
         ids -= self.store.total - self.store.size
         return ids
 
