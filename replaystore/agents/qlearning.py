@@ -263,7 +263,6 @@ Discrete; tabular Q-learning needs Discrete observations and actions
         n_cells = self.n_states * self.n_actions
         counts = np.zeros(n_cells, np.int64)
         sums = np.zeros(n_cells, np.float64)
-        pending = []
         q_before = self.q.copy()
         for batch in batches:
             if self._check_batch(batch) == 0:
@@ -271,8 +270,7 @@ Discrete; tabular Q-learning needs Discrete observations and actions
             flat, td = self._td(batch, q=q_before)
             counts += np.bincount(flat, minlength=n_cells)
             sums += np.bincount(flat, weights=td, minlength=n_cells)
-            pending.append(None)
-        if not pending:
+        if not counts.any():
             return 0.0
         cells = np.flatnonzero(counts)
         k = counts[cells]
