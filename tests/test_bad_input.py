@@ -71,8 +71,12 @@ def test_out_of_range_discrete_action(tmp_path):
 
 def test_obs_outside_box_warns_by_default_once(tmp_path):
     s = make(tmp_path / "s")
-    with pytest.warns(UserWarning, match=r"field 'obs'.*stored anyway"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         s.extend(batch(10, 100, obs_scale=100.0))
+    msgs = sorted(str(w.message) for w in caught)
+    assert len(msgs) == 2  # one per field out of bounds: next_obs and obs
+    assert "field 'next_obs'" in msgs[0] and "field 'obs'" in msgs[1] and "stored anyway" in msgs[1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         s.extend(batch(10, 110, obs_scale=100.0))  # obs warned already; next_obs too
