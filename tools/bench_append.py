@@ -11,7 +11,6 @@ field), and with the store committing after every batch (``flush()``).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
@@ -69,15 +68,6 @@ def bench_memmap(path: Path, data: dict, batch: int) -> float:
     for m in mms.values():
         m.flush()
     return n / (time.perf_counter() - t)
-
-
-def disk(path: Path) -> int:
-    tot = 0
-    for d, _, files in os.walk(path):
-        for f in files:
-            st = os.stat(os.path.join(d, f))
-            tot += min(st.st_size, st.st_blocks * 512)
-    return tot
 
 
 def main() -> None:
