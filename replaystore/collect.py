@@ -85,8 +85,9 @@ from .errors import (
     SchemaError,
     SpaceError,
 )
-from .storage.store import ReplayStore, now_iso
-from .storage.store import create as _create
+from .storage.create import create as _create
+from .storage.metadata import now_iso
+from .storage.store import ReplayStore
 from .storage.store import open as _open
 
 __all__ = ["collect", "Collector", "CollectStats", "EnvError", "CollectorConfigError"]

@@ -1,7 +1,8 @@
 """Where the data lives: schema, ring arithmetic, chunk files and the store itself."""
 
+from .create import create
 from .schema import Field, Schema
-from .store import FORMAT_VERSION, ReplayStore, create, open
+from .store import FORMAT_VERSION, ReplayStore, open
 from .verify import Damage, VerifyReport, verify
 
 __all__ = ["Field", "Schema", "ReplayStore", "create", "open", "FORMAT_VERSION", "verify",

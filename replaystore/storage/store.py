@@ -15,13 +15,11 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import shutil
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,230 +31,30 @@ from .. import spaces as _spaces
 from ..errors import (
     CorruptStoreError,
     EmptyStoreError,
-    FormatVersionError,
-    NotAStoreError,
     ReplayStoreError,
     RowIndexError,
     SchemaError,
-    StoreExistsError,
     StoreModeError,
     StoreWriteError,
 )
 from . import ring
 from .array import RowArray
-from .files import LiveFloor, WriterLock, atomic_write_json, read_json, remove_stray_temps
+from .files import LiveFloor, WriterLock, read_json, remove_stray_temps
 from .index import ClassIndex, KeySpec, key_spec
 from .integrity import BlockChecksums, changed_blocks, committed_intervals
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView
-from .schema import Field, Schema
-
-__all__ = ["ReplayStore", "create", "open", "FORMAT_VERSION"]
-
-FORMAT_VERSION = 1
-META_KEY = "replaystore"
-STATE_KEY = "replaystore_state"
-_OPTIONAL = ("episode", "step")
-_SCALARS = (
-    Field("reward", "float32"),
-    Field("terminated", "bool"),
-    Field("truncated", "bool"),
-    Field("episode", "int64"),
-    Field("step", "int64"),
+from .metadata import (
+    FORMAT_VERSION,
+    _load_meta,
+    _write_backup,
+    _write_group,
 )
+from .schema import Field, Schema
+from .validate import _cast, _copy_rows, _fast_check
 
+__all__ = ["ReplayStore", "open", "FORMAT_VERSION"]
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
-# ---------------------------------------------------------------------------------------
-# creation
-# ---------------------------------------------------------------------------------------
-def _as_field(spec: Any, chunk_rows, codecs) -> Field:
-    if isinstance(spec, Field):
-        return spec
-    if isinstance(spec, Mapping):
-        return Field(**spec)
-    if isinstance(spec, Sequence) and not isinstance(spec, str) and 2 <= len(spec) <= 3:
-        name, dtype, *shape = spec
-        return Field(name, dtype, tuple(shape[0]) if shape else ())
-    raise SchemaError(
-        f"field spec {spec!r} not understood: expected Field, dict or (name, dtype[, shape])"
-    )
-
-
-def _per_field(option, name: str, default=None):
-    if isinstance(option, Mapping):
-        return option.get(name, default)
-    return default if option is None else option
-
-
-def _build_schema(observation_space, action_space, fields, extra_fields, chunk_rows, codecs):
-    out: list[Field] = []
-    spaces_json: dict[str, Any] = {}
-    if fields is not None:
-        if observation_space is not None or action_space is not None:
-            raise SchemaError("give either observation_space/action_space or fields=, not both")
-        out = [_as_field(f, chunk_rows, codecs) for f in fields]
-        names = {f.name for f in out}
-        for f in _SCALARS:
-            if f.name not in names:
-                out.append(f)
-    else:
-        if observation_space is None or action_space is None:
-            raise SchemaError(
-                "create() needs observation_space and action_space (gymnasium spaces), "
-                "or an explicit fields=[(name, dtype, shape), ...] list"
-            )
-        obs_fields = _spaces.flatten_space("obs", observation_space)
-        act_fields = _spaces.flatten_space("action", action_space)
-        spaces_json = {
-            "observation": _spaces.space_to_json(observation_space),
-            "action": _spaces.space_to_json(action_space),
-        }
-
-        def leaf(name, space, role):
-            dtype, shape = _spaces.field_spec(space)
-            return Field(name, dtype, shape, meta={"role": role, "space": _spaces.space_to_json(space)})
-
-        out += [leaf(n, s, "obs") for n, s in obs_fields]
-        out += [leaf(n, s, "action") for n, s in act_fields]
-        out.append(_SCALARS[0])
-        out += [leaf("next_" + n, s, "next_obs") for n, s in obs_fields]
-        out += list(_SCALARS[1:])
-    for spec in extra_fields or ():
-        out.append(_as_field(spec, chunk_rows, codecs))
-    final = []
-    for f in out:
-        cr = _per_field(chunk_rows, f.name, f.chunk_rows if isinstance(chunk_rows, Mapping) else None)
-        codec = _per_field(codecs, f.name, f.codec)
-        if isinstance(codecs, Mapping) and f.name not in codecs:
-            codec = f.codec
-        final.append(
-            Field(f.name, f.dtype, f.shape, cr if cr is not None else f.chunk_rows, codec, f.meta)
-        )
-    return Schema(final), spaces_json
-
-
-def _zarr_codecs(codec: str | None):
-    if codec is None:
-        return None
-    name, _, level = codec.partition(":")
-    level = int(level) if level else None
-    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
-
-    if name == "zstd":
-        return [ZstdCodec(level=3 if level is None else level)]
-    if name in ("lz4", "blosc-lz4"):
-        return [BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle="shuffle")]
-    if name == "blosc-zstd":
-        return [BloscCodec(cname="zstd", clevel=3 if level is None else level, shuffle="shuffle")]
-    if name == "gzip":
-        return [GzipCodec(level=5 if level is None else level)]
-    raise SchemaError(f"unknown codec {codec!r}")  # pragma: no cover - parse_codec guards
-
-
-def create(
-    path: str | os.PathLike,
-    observation_space: gym.Space | None = None,
-    action_space: gym.Space | None = None,
-    *,
-    capacity: int | None = None,
-    extra_fields: Iterable[Any] | None = None,
-    fields: Iterable[Any] | None = None,
-    chunk_rows: int | Mapping[str, int] | None = None,
-    codecs: str | Mapping[str, str | None] | None = None,
-    env_id: str | None = None,
-    info: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-    **options: Any,
-) -> ReplayStore:
-    """Create a new store at ``path`` and return it open for appending.
-
-    ``capacity=None`` makes an unbounded dataset; ``capacity=N`` a ring that keeps the
-    newest ``N`` rows. ``chunk_rows`` and ``codecs`` (e.g. ``"zstd:3"``) apply to every
-    field, or per field when given as a dict. ``extra_fields`` adds user fields, e.g.
-    ``[("label", "int64")]``. ``info`` is free-form JSON kept in the metadata.
-
-    >>> import tempfile, gymnasium as gym
-    >>> s = create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2))
-    >>> s.schema.names
-    ('obs', 'action', 'reward', 'next_obs', 'terminated', 'truncated', 'episode', 'step')
-    >>> s.close()
-    """
-    root = Path(path)
-    if capacity is not None:
-        if not isinstance(capacity, int | np.integer) or isinstance(capacity, bool) or capacity <= 0:
-            raise SchemaError(f"{root}: capacity must be a positive int or None, got {capacity!r}")
-        capacity = int(capacity)
-    schema, spaces_json = _build_schema(
-        observation_space, action_space, fields, extra_fields, chunk_rows, codecs
-    )
-    if root.exists():
-        if overwrite and (root / "zarr.json").exists():
-            try:
-                _load_meta(root)
-            except NotAStoreError:
-                raise NotAStoreError(
-                    f"{root}: refusing to overwrite a path that is not a replaystore store"
-                ) from None
-            shutil.rmtree(root)
-        elif root.is_dir() and not any(root.iterdir()):
-            pass
-        elif overwrite and root.is_dir() and not (root / "zarr.json").exists():
-            raise NotAStoreError(f"{root}: refusing to overwrite a non-empty directory that is not a store")
-        else:
-            raise StoreExistsError(
-                f"{root}: already exists; open it with replaystore.open(path, mode='a') "
-                "to append, or pass overwrite=True"
-            )
-    if capacity is not None:
-        # a ring never needs chunks longer than itself
-        schema = Schema(
-            [
-                Field(f.name, f.dtype, f.shape, min(f.chunk_rows, _ceil_pow2(capacity)), f.codec, f.meta)
-                if f.chunk_rows > capacity
-                else f
-                for f in schema
-            ]
-        )
-    info_copy = _json_copy(info or {}, root, "info")
-    group = zarr.open_group(str(root), mode="w-", zarr_format=3)
-    for f in schema:
-        group.create_array(
-            f.name,
-            shape=(capacity if capacity is not None else 0, *f.shape),
-            chunks=(f.chunk_rows, *f.shape),
-            dtype=f.dtype,
-            compressors=_zarr_codecs(f.codec),
-            fill_value=False if f.dtype.kind == "b" else 0,
-            config={"write_empty_chunks": True},
-        )
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "created": {
-            "replaystore_version": _version(),
-            "time": now_iso(),
-            "zarr_version": zarr.__version__,
-        },
-        "capacity": capacity,
-        "fields": schema.to_json(),
-        "spaces": spaces_json,
-        "env": {"id": env_id} if env_id else {},
-        "info": info_copy,
-    }
-    state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
-    _write_group(root, meta, state, fsync=True)
-    return ReplayStore(root, "a", **options)
-
-
-def _json_copy(obj: Any, root: Path, what: str) -> Any:
-    try:
-        return json.loads(json.dumps(obj, allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise SchemaError(f"{root}: {what} must be JSON-serializable: {e}") from None
+_OPTIONAL = ("episode", "step")
 
 
 def _alloc(rows: int, chunk_rows: int) -> int:
@@ -264,62 +62,6 @@ def _alloc(rows: int, chunk_rows: int) -> int:
     return -(-rows // chunk_rows) * chunk_rows
 
 
-def now_iso() -> str:
-    """Current UTC time, or ``SOURCE_DATE_EPOCH`` when set (for byte-identical rebuilds)."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    t = _dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch else _dt.datetime.now(_dt.UTC)
-    return t.isoformat(timespec="seconds")
-
-
-def _ceil_pow2(n: int) -> int:
-    return 1 << (int(n) - 1).bit_length()
-
-
-def _write_group(root: Path, meta: dict, state: dict, *, fsync: bool) -> None:
-    doc = {
-        "zarr_format": 3,
-        "node_type": "group",
-        "attributes": {META_KEY: meta, STATE_KEY: state},
-    }
-    atomic_write_json(root / "zarr.json", doc, fsync=fsync)
-
-
-def _write_backup(root: Path, meta: dict, state: dict) -> None:
-    """A copy of the group metadata (``.zarr.json.bak``) for ``verify --repair`` to fall back
-    on if ``zarr.json`` itself is damaged later. Not atomic and not synced: only a backup."""
-    try:
-        doc = {"zarr_format": 3, "node_type": "group", "attributes": {META_KEY: meta, STATE_KEY: state}}
-        (root / ".zarr.json.bak").write_text(json.dumps(doc))
-    except OSError:
-        pass
-
-
-def _load_meta(root: Path) -> tuple[dict, dict]:
-    if not root.exists():
-        raise NotAStoreError(f"{root}: no such file or directory")
-    zj = root / "zarr.json"
-    if not root.is_dir() or not zj.exists():
-        raise NotAStoreError(f"{root}: not a replaystore store (no zarr.json group metadata)")
-    doc = read_json(zj, what="store metadata (zarr.json)")
-    if not isinstance(doc, dict):
-        raise CorruptStoreError(f"{zj}: store metadata is not a JSON object (got {type(doc).__name__})")
-    attrs = doc.get("attributes", {})
-    if doc.get("node_type") != "group" or not isinstance(attrs, dict) or META_KEY not in attrs:
-        raise NotAStoreError(
-            f"{root}: a Zarr node but not a replaystore store (no '{META_KEY}' attributes)"
-        )
-    meta, state = attrs[META_KEY], attrs.get(STATE_KEY)
-    if not isinstance(meta, dict):
-        raise CorruptStoreError(f"{zj}: attribute '{META_KEY}' is not a JSON object")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise FormatVersionError(
-            f"{root}: store format version {version!r} is not supported by replaystore "
-            f"{_version()} (reads format versions 1..{FORMAT_VERSION}); upgrade replaystore"
-        )
-    if not isinstance(state, dict) or not {"size", "cursor", "total"} <= state.keys():
-        raise CorruptStoreError(f"{root}/zarr.json: committed state '{STATE_KEY}' is missing or incomplete")
-    return meta, state
 
 
 def open(path: str | os.PathLike, mode: str = "r", **options: Any) -> ReplayStore:  # noqa: A001
@@ -1280,63 +1022,3 @@ class ReplayStore:
                     total += min(st.st_size, st.st_blocks * 512)
             out[f.name] = total
         return out
-
-
-def _copy_rows(arrays: dict[str, np.ndarray], a: int, b: int) -> dict[str, np.ndarray]:
-    if arrays["reward"].ndim == 0:
-        return {k: np.asarray(v)[None].copy() for k, v in arrays.items()}
-    return {k: np.array(v[a:b]) for k, v in arrays.items()}
-
-
-def _fast_check(space: gym.Space):
-    """A cheap test that values certainly fit ``space`` (False means: check properly)."""
-    if isinstance(space, gym.spaces.Box):
-        low, high = space.low, space.high
-        if np.all(np.isneginf(low)) and np.all(np.isposinf(high)):
-            return lambda a: True  # NaN and inf fit an unbounded Box
-        return lambda a: bool(((a >= low) & (a <= high)).all())
-    if isinstance(space, gym.spaces.Discrete):
-        lo, hi = int(space.start), int(space.start) + int(space.n)
-
-        def ok(a: np.ndarray) -> bool:
-            if a.ndim == 0:
-                return lo <= int(a) < hi
-            return a.size == 0 or (lo <= int(a.min()) and int(a.max()) < hi)
-
-        return ok
-    return None
-
-
-def _cast(arr: np.ndarray, f: Field, path: Path) -> np.ndarray:
-    src = arr.dtype
-    dst = f.dtype
-    if src == dst:
-        return arr
-    if src.kind == "O" or src.kind not in "biuf":
-        raise SchemaError(f"{path}: field {f.name!r} got values of dtype {src}; expected {dst}")
-    if dst.kind == "b":
-        if src.kind in "iu" and arr.size and not np.isin(arr, (0, 1)).all():
-            raise SchemaError(
-                f"{path}: field {f.name!r} is bool; got integers other than 0/1 (dtype {src})"
-            )
-        if src.kind == "f":
-            raise SchemaError(f"{path}: field {f.name!r} is bool; got floats (dtype {src})")
-        return arr.astype(dst)
-    if dst.kind in "iu":
-        if src.kind == "f":
-            raise SchemaError(
-                f"{path}: field {f.name!r} has dtype {dst}; got floats (dtype {src}), which "
-                "cannot be cast safely to integers"
-            )
-        if src.kind in "iu" and not np.can_cast(src, dst, "safe") and arr.size:
-            info = np.iinfo(dst)
-            lo, hi = arr.min(), arr.max()
-            if lo < info.min or hi > info.max:
-                raise SchemaError(
-                    f"{path}: field {f.name!r} has dtype {dst}; values {lo}..{hi} do not fit "
-                    f"its range {info.min}..{info.max}"
-                )
-        return arr.astype(dst)
-    # float destination: any bool/int/float source is accepted (float64 -> float32 rounds)
-    return arr.astype(dst)
-

@@ -64,7 +64,7 @@ class VerifyReport:
 
 
 def _load(root: Path, report: VerifyReport) -> tuple[dict, dict] | None:
-    from .store import META_KEY, STATE_KEY, _load_meta
+    from .metadata import META_KEY, STATE_KEY, _load_meta
 
     try:
         return _load_meta(root)
@@ -157,7 +157,7 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
     rows (oldest first); the report says what was dropped. A store that is already open
     for writing elsewhere should not be repaired.
     """
-    from .store import META_KEY, STATE_KEY
+    from .metadata import META_KEY, STATE_KEY
 
     root = Path(path)
     report = VerifyReport(str(root))
@@ -240,7 +240,7 @@ def _merge(damage: list[Damage]) -> list[Damage]:
 def _repair(root: Path, meta: dict, state: dict, schema: Schema, report: VerifyReport,
             meta_key: str, state_key: str) -> None:
     from .files import WriterLock
-    from .store import _write_backup
+    from .metadata import _write_backup
 
     lock = WriterLock(root)
     lock.acquire()

@@ -1,0 +1,214 @@
+"""Creating a store: the schema from gymnasium spaces or a field list, one Zarr v3 array
+per field, and the initial metadata."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import zarr
+
+from .. import spaces as _spaces
+from ..errors import NotAStoreError, SchemaError, StoreExistsError
+from .metadata import FORMAT_VERSION, _json_copy, _load_meta, _version, _write_group, now_iso
+from .schema import Field, Schema
+from .store import ReplayStore
+
+__all__ = ["create"]
+
+_SCALARS = (
+    Field("reward", "float32"),
+    Field("terminated", "bool"),
+    Field("truncated", "bool"),
+    Field("episode", "int64"),
+    Field("step", "int64"),
+)
+
+
+def _as_field(spec: Any, chunk_rows, codecs) -> Field:
+    if isinstance(spec, Field):
+        return spec
+    if isinstance(spec, Mapping):
+        return Field(**spec)
+    if isinstance(spec, Sequence) and not isinstance(spec, str) and 2 <= len(spec) <= 3:
+        name, dtype, *shape = spec
+        return Field(name, dtype, tuple(shape[0]) if shape else ())
+    raise SchemaError(
+        f"field spec {spec!r} not understood: expected Field, dict or (name, dtype[, shape])"
+    )
+
+
+def _per_field(option, name: str, default=None):
+    if isinstance(option, Mapping):
+        return option.get(name, default)
+    return default if option is None else option
+
+
+def _build_schema(observation_space, action_space, fields, extra_fields, chunk_rows, codecs):
+    out: list[Field] = []
+    spaces_json: dict[str, Any] = {}
+    if fields is not None:
+        if observation_space is not None or action_space is not None:
+            raise SchemaError("give either observation_space/action_space or fields=, not both")
+        out = [_as_field(f, chunk_rows, codecs) for f in fields]
+        names = {f.name for f in out}
+        for f in _SCALARS:
+            if f.name not in names:
+                out.append(f)
+    else:
+        if observation_space is None or action_space is None:
+            raise SchemaError(
+                "create() needs observation_space and action_space (gymnasium spaces), "
+                "or an explicit fields=[(name, dtype, shape), ...] list"
+            )
+        obs_fields = _spaces.flatten_space("obs", observation_space)
+        act_fields = _spaces.flatten_space("action", action_space)
+        spaces_json = {
+            "observation": _spaces.space_to_json(observation_space),
+            "action": _spaces.space_to_json(action_space),
+        }
+
+        def leaf(name, space, role):
+            dtype, shape = _spaces.field_spec(space)
+            return Field(name, dtype, shape, meta={"role": role, "space": _spaces.space_to_json(space)})
+
+        out += [leaf(n, s, "obs") for n, s in obs_fields]
+        out += [leaf(n, s, "action") for n, s in act_fields]
+        out.append(_SCALARS[0])
+        out += [leaf("next_" + n, s, "next_obs") for n, s in obs_fields]
+        out += list(_SCALARS[1:])
+    for spec in extra_fields or ():
+        out.append(_as_field(spec, chunk_rows, codecs))
+    final = []
+    for f in out:
+        cr = _per_field(chunk_rows, f.name, f.chunk_rows if isinstance(chunk_rows, Mapping) else None)
+        codec = _per_field(codecs, f.name, f.codec)
+        if isinstance(codecs, Mapping) and f.name not in codecs:
+            codec = f.codec
+        final.append(
+            Field(f.name, f.dtype, f.shape, cr if cr is not None else f.chunk_rows, codec, f.meta)
+        )
+    return Schema(final), spaces_json
+
+
+def _zarr_codecs(codec: str | None):
+    if codec is None:
+        return None
+    name, _, level = codec.partition(":")
+    level = int(level) if level else None
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+    if name == "zstd":
+        return [ZstdCodec(level=3 if level is None else level)]
+    if name in ("lz4", "blosc-lz4"):
+        return [BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle="shuffle")]
+    if name == "blosc-zstd":
+        return [BloscCodec(cname="zstd", clevel=3 if level is None else level, shuffle="shuffle")]
+    if name == "gzip":
+        return [GzipCodec(level=5 if level is None else level)]
+    raise SchemaError(f"unknown codec {codec!r}")  # pragma: no cover - parse_codec guards
+
+
+def create(
+    path: str | os.PathLike,
+    observation_space: gym.Space | None = None,
+    action_space: gym.Space | None = None,
+    *,
+    capacity: int | None = None,
+    extra_fields: Iterable[Any] | None = None,
+    fields: Iterable[Any] | None = None,
+    chunk_rows: int | Mapping[str, int] | None = None,
+    codecs: str | Mapping[str, str | None] | None = None,
+    env_id: str | None = None,
+    info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> ReplayStore:
+    """Create a new store at ``path`` and return it open for appending.
+
+    ``capacity=None`` makes an unbounded dataset; ``capacity=N`` a ring that keeps the
+    newest ``N`` rows. ``chunk_rows`` and ``codecs`` (e.g. ``"zstd:3"``) apply to every
+    field, or per field when given as a dict. ``extra_fields`` adds user fields, e.g.
+    ``[("label", "int64")]``. ``info`` is free-form JSON kept in the metadata.
+
+    >>> import tempfile, gymnasium as gym
+    >>> s = create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2))
+    >>> s.schema.names
+    ('obs', 'action', 'reward', 'next_obs', 'terminated', 'truncated', 'episode', 'step')
+    >>> s.close()
+    """
+    root = Path(path)
+    if capacity is not None:
+        if not isinstance(capacity, int | np.integer) or isinstance(capacity, bool) or capacity <= 0:
+            raise SchemaError(f"{root}: capacity must be a positive int or None, got {capacity!r}")
+        capacity = int(capacity)
+    schema, spaces_json = _build_schema(
+        observation_space, action_space, fields, extra_fields, chunk_rows, codecs
+    )
+    if root.exists():
+        if overwrite and (root / "zarr.json").exists():
+            try:
+                _load_meta(root)
+            except NotAStoreError:
+                raise NotAStoreError(
+                    f"{root}: refusing to overwrite a path that is not a replaystore store"
+                ) from None
+            shutil.rmtree(root)
+        elif root.is_dir() and not any(root.iterdir()):
+            pass
+        elif overwrite and root.is_dir() and not (root / "zarr.json").exists():
+            raise NotAStoreError(f"{root}: refusing to overwrite a non-empty directory that is not a store")
+        else:
+            raise StoreExistsError(
+                f"{root}: already exists; open it with replaystore.open(path, mode='a') "
+                "to append, or pass overwrite=True"
+            )
+    if capacity is not None:
+        # a ring never needs chunks longer than itself
+        schema = Schema(
+            [
+                Field(f.name, f.dtype, f.shape, min(f.chunk_rows, _ceil_pow2(capacity)), f.codec, f.meta)
+                if f.chunk_rows > capacity
+                else f
+                for f in schema
+            ]
+        )
+    info_copy = _json_copy(info or {}, root, "info")
+    group = zarr.open_group(str(root), mode="w-", zarr_format=3)
+    for f in schema:
+        group.create_array(
+            f.name,
+            shape=(capacity if capacity is not None else 0, *f.shape),
+            chunks=(f.chunk_rows, *f.shape),
+            dtype=f.dtype,
+            compressors=_zarr_codecs(f.codec),
+            fill_value=False if f.dtype.kind == "b" else 0,
+            config={"write_empty_chunks": True},
+        )
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": {
+            "replaystore_version": _version(),
+            "time": now_iso(),
+            "zarr_version": zarr.__version__,
+        },
+        "capacity": capacity,
+        "fields": schema.to_json(),
+        "spaces": spaces_json,
+        "env": {"id": env_id} if env_id else {},
+        "info": info_copy,
+    }
+    state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
+    _write_group(root, meta, state, fsync=True)
+    return ReplayStore(root, "a", **options)
+
+
+def _ceil_pow2(n: int) -> int:
+    return 1 << (int(n) - 1).bit_length()
+
+
