@@ -128,22 +128,26 @@ def evaluate(
     }
 
 
-def _check_agent_fits(env: gym.Env, agent: Any) -> None:
-    n_s = getattr(agent, "n_states", None)
-    n_a = getattr(agent, "n_actions", None)
-    os_, as_ = env.observation_space, env.action_space
-    if n_s is None:
+def _check_fits(where: str, obs: Any, act: Any, agent: Any, error: type[Exception]) -> None:
+    """A tabular agent needs Discrete spaces of exactly its Q-table's shape."""
+    n_s, n_a = getattr(agent, "n_states", None), getattr(agent, "n_actions", None)
+    if n_s is None or obs is None:
         return
-    if not isinstance(os_, gym.spaces.Discrete) or not isinstance(as_, gym.spaces.Discrete):
-        raise EnvError(
-            f"environment {env.spec.id if env.spec else env}: spaces {os_} / {as_} are not Discrete; "
-            "the tabular agent needs Discrete observations and actions"
+    if not isinstance(obs, gym.spaces.Discrete) or not isinstance(act, gym.spaces.Discrete):
+        raise error(
+            f"{where}: observation space {obs} / action space {act} are not Discrete; "
+            "the tabular Q-learning agent needs Discrete observations and actions"
         )
-    if (int(os_.n), int(as_.n)) != (n_s, n_a):
-        raise EnvError(
-            f"environment {env.spec.id if env.spec else env} has {int(os_.n)} states x {int(as_.n)} "
-            f"actions but the Q-table has shape ({n_s}, {n_a})"
+    if (int(obs.n), int(act.n)) != (n_s, n_a):
+        raise error(
+            f"{where}: has {int(obs.n)} states x {int(act.n)} actions but the Q-table has "
+            f"shape ({n_s}, {n_a})"
         )
+
+
+def _check_agent_fits(env: gym.Env, agent: Any) -> None:
+    where = f"environment {env.spec.id if env.spec else env}"
+    _check_fits(where, env.observation_space, env.action_space, agent, EnvError)
 
 
 class OfflineTrainer:
@@ -203,20 +207,8 @@ class OfflineTrainer:
         return float(self.agent.update_many(blocks))
 
     def _check_store(self) -> None:
-        obs, act = self.store.observation_space, self.store.action_space
-        n_s, n_a = getattr(self.agent, "n_states", None), getattr(self.agent, "n_actions", None)
-        if n_s is None or obs is None:
-            return
-        if not isinstance(obs, gym.spaces.Discrete) or not isinstance(act, gym.spaces.Discrete):
-            raise SamplerError(
-                f"{self.store.path}: observation space {obs} / action space {act} are not Discrete; "
-                "the tabular Q-learning agent needs Discrete spaces"
-            )
-        if (int(obs.n), int(act.n)) != (n_s, n_a):
-            raise SamplerError(
-                f"{self.store.path}: store spaces have {int(obs.n)} states x {int(act.n)} actions, "
-                f"the agent's Q-table is ({n_s}, {n_a})"
-            )
+        _check_fits(f"{self.store.path}: store", self.store.observation_space, self.store.action_space,
+                    self.agent, SamplerError)
 
     def train(
         self,
