@@ -312,6 +312,18 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
                f"mean length {r['mean_length']:.1f}")
 
 
+# -- sharing: pack / unpack / URLs (storage/pack.py) -------------------------------------------
+# (pack, unpack commands go here)
+
+
+# -- export / import (replaystore/interop/) ------------------------------------------------------
+# (export, import commands go here)
+
+
+# -- merge (replaystore/merge.py) ----------------------------------------------------------------
+# (merge command goes here)
+
+
 # -- demo ----------------------------------------------------------------------------------------
 @main.command()
 @click.option("--data", type=click.Path(), default=str(DEMO_STORE), show_default=True,
