@@ -20,7 +20,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 from .errors import *  # noqa: E402,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .sampling import BalancedSampler, Sampler, UniformSampler, WeightedSampler  # noqa: E402
-from .storage import FORMAT_VERSION, Field, ReplayStore, Schema, create, open, verify  # noqa: E402
+from .storage import (  # noqa: E402
+    FORMAT_VERSION,
+    Field,
+    ReplayStore,
+    Schema,
+    create,
+    open,
+    pack,
+    unpack,
+    verify,
+)
 
 __all__ = [
     "__version__",
@@ -31,6 +41,8 @@ __all__ = [
     "Schema",
     "FORMAT_VERSION",
     "verify",
+    "pack",
+    "unpack",
     "Sampler",
     "UniformSampler",
     "BalancedSampler",

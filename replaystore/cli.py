@@ -313,7 +313,39 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
 
 
 # -- sharing: pack / unpack / URLs (storage/pack.py) -------------------------------------------
-# (pack, unpack commands go here)
+@main.command()
+@click.argument("path", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def pack(path, out, overwrite, progress):
+    """Pack the store PATH (a directory or URL) into the single zip file OUT.
+
+    Every read-only command (info, head, episodes, sample, train) uses OUT in place.
+
+    Example: replaystore pack runs/frozenlake.zarr frozenlake.zip
+    """
+    import os
+
+    from .storage import pack as run_pack
+
+    res = run_pack(path, out, overwrite=overwrite, progress=progress)
+    click.echo(f"packed {path} into {res} ({_human(os.path.getsize(res))})")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace the store OUT if it exists.")
+def unpack(path, out, overwrite):
+    """Unpack the zip store PATH into the directory OUT (to append to it again).
+
+    Example: replaystore unpack frozenlake.zip runs/frozenlake.zarr
+    """
+    from .storage import unpack as run_unpack
+
+    res = run_unpack(path, out, overwrite=overwrite)
+    click.echo(f"unpacked {path} into {res}")
 
 
 # -- export / import (replaystore/interop/) ------------------------------------------------------

@@ -774,8 +774,10 @@ def collect(
     chunk_rows: Any = None,
     codecs: Any = None,
     batched_policy: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> CollectStats:
-    """Run ``env_id`` with ``policy`` and record its transitions in the store at ``path``.
+    """Run ``env_id`` with ``policy`` and record its transitions in the store at ``path``
+    (a directory or an fsspec URL such as ``s3://bucket/buf.zarr``).
 
     Exactly one of ``steps`` (transitions to record, over all envs) or ``episodes``
     (complete episodes to record) must be given. A store that does not exist is created
@@ -806,8 +808,10 @@ def collect(
         env_kwargs=env_kwargs,
         batched_policy=batched_policy,
     ) as collector:
-        root = Path(path)
-        if (root / "zarr.json").exists():
+        from .storage.location import resolve
+
+        root = resolve(path, storage_options)
+        if root.exists():
             store = _open(root, "a")
             try:
                 if capacity is not None and store.capacity != capacity:

@@ -82,7 +82,7 @@ class BatchReader:
         plan = []
         for f in self._f:
             gather = None
-            if not f.compressed:
+            if store._mapped(f):
                 view = store._view(f)
                 if view.contiguous:
                     gather = view.array.take
@@ -107,7 +107,7 @@ class BatchReader:
         store = self.store
         phys = np.sort(phys)
         for f in self._f:
-            if f.compressed:
+            if not store._direct(f):  # compressed, or not a local chunk file
                 continue
             cr, rb = f.chunk_rows, f.row_bytes
             ck = phys // cr

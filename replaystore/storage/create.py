@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -14,7 +13,8 @@ import numpy as np
 import zarr
 
 from .. import spaces as _spaces
-from ..errors import NotAStoreError, SchemaError, StoreExistsError
+from ..errors import NotAStoreError, SchemaError, StoreExistsError, StoreModeError
+from .location import resolve
 from .metadata import FORMAT_VERSION, _json_copy, _load_meta, _version, _write_group, now_iso
 from .schema import Field, Schema
 from .store import ReplayStore
@@ -127,6 +127,7 @@ def create(
     env_id: str | None = None,
     info: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> ReplayStore:
     """Create a new store at ``path`` and return it open for appending.
@@ -134,7 +135,8 @@ def create(
     ``capacity=None`` makes an unbounded dataset; ``capacity=N`` a ring that keeps the
     newest ``N`` rows. ``chunk_rows`` and ``codecs`` (e.g. ``"zstd:3"``) apply to every
     field, or per field when given as a dict. ``extra_fields`` adds user fields, e.g.
-    ``[("label", "int64")]``. ``info`` is free-form JSON kept in the metadata.
+    ``[("label", "int64")]``. ``info`` is free-form JSON kept in the metadata. ``path`` may
+    be an fsspec URL (``s3://bucket/buf.zarr``; ``storage_options`` go to fsspec).
 
     >>> import tempfile, gymnasium as gym
     >>> s = create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2))
@@ -142,7 +144,13 @@ def create(
     ('obs', 'action', 'reward', 'next_obs', 'terminated', 'truncated', 'episode', 'step')
     >>> s.close()
     """
-    root = Path(path)
+    loc = resolve(path, storage_options)
+    if loc.kind == "zip" or (loc.local is not None and loc.local.suffix.lower() == ".zip"):
+        raise StoreModeError(
+            f"{path}: a .zip store is read-only; create a directory store and pack it with "
+            "replaystore.pack (or `replaystore pack`)"
+        )
+    root = loc.local if loc.local is not None else loc.name
     if capacity is not None:
         if not isinstance(capacity, int | np.integer) or isinstance(capacity, bool) or capacity <= 0:
             raise SchemaError(f"{root}: capacity must be a positive int or None, got {capacity!r}")
@@ -150,7 +158,9 @@ def create(
     schema, spaces_json = _build_schema(
         observation_space, action_space, fields, extra_fields, chunk_rows, codecs
     )
-    if root.exists():
+    if loc.local is None:
+        _clear_remote(loc, overwrite)
+    elif root.exists():
         if overwrite and (root / "zarr.json").exists():
             try:
                 _load_meta(root)
@@ -179,7 +189,8 @@ def create(
             ]
         )
     info_copy = _json_copy(info or {}, root, "info")
-    group = zarr.open_group(str(root), mode="w-", zarr_format=3)
+    target = str(root) if loc.local is not None else loc.zarr_store(read_only=False)
+    group = zarr.open_group(target, mode="w-", zarr_format=3)
     for f in schema:
         group.create_array(
             f.name,
@@ -204,8 +215,24 @@ def create(
         "info": info_copy,
     }
     state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
-    _write_group(root, meta, state, fsync=True)
-    return ReplayStore(root, "a", **options)
+    _write_group(loc, meta, state, fsync=True)
+    return ReplayStore(loc, "a", **options)
+
+
+def _clear_remote(loc, overwrite: bool) -> None:
+    """Refuse to create over anything at a URL, unless ``overwrite`` and it is a store."""
+    if loc.is_empty():
+        return
+    if not overwrite:
+        raise StoreExistsError(
+            f"{loc}: already exists; open it with replaystore.open(url, mode='a') to append, "
+            "or pass overwrite=True"
+        )
+    try:
+        _load_meta(loc)
+    except NotAStoreError:
+        raise NotAStoreError(f"{loc}: refusing to overwrite a location that is not a replaystore store") from None
+    loc.delete_all()
 
 
 def _ceil_pow2(n: int) -> int:

@@ -55,20 +55,24 @@ def contiguous_supported(chunk_bytes: int) -> bool:
 class ChunkedView:
     """Read-only access to the rows of one uncompressed field, chunk files mapped lazily.
 
-    ``paths(k)`` gives the file of chunk ``k``; ``rows_needed`` says how many physical rows
-    must be readable. Call :meth:`ensure` when more rows became readable (new chunk files).
+    ``chunk_path(k)`` gives the file of chunk ``k``. Or ``locate(k)`` gives ``(file, offset,
+    size)`` of chunk ``k`` inside a larger file (a packed ``.zip``), or ``None`` when it is
+    missing; ``contiguous=False`` then forces one map per chunk (offsets not page-aligned).
+    Call :meth:`ensure` when more rows became readable (new chunk files).
     """
 
     def __init__(self, chunk_path, *, dtype: np.dtype, shape: tuple[int, ...], chunk_rows: int,
-                 max_rows: int | None, name: str, advice: int = MADV_NORMAL) -> None:
+                 max_rows: int | None, name: str, advice: int = MADV_NORMAL, locate=None,
+                 contiguous: bool | None = None) -> None:
         self._chunk_path = chunk_path
+        self._locate = locate
         self.dtype = np.dtype(dtype)
         self.shape = tuple(shape)
         self.chunk_rows = int(chunk_rows)
         self.name = name
         self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
         self.chunk_bytes = self.row_bytes * self.chunk_rows
-        self.contiguous = contiguous_supported(self.chunk_bytes)
+        self.contiguous = contiguous_supported(self.chunk_bytes) and contiguous is not False
         self.advice = advice
         self._mapped = 0  # chunks mapped so far
         self._base = None
@@ -80,21 +84,30 @@ class ChunkedView:
         self.array: np.ndarray | None = None
 
     # -- mapping -----------------------------------------------------------------------
-    def _check_file(self, k: int) -> str:
-        path = self._chunk_path(k)
+    def _check_file(self, k: int) -> tuple[str, int]:
+        """File and byte offset of chunk ``k``, checked to hold exactly one chunk."""
+        offset = 0
         try:
-            size = os.path.getsize(path)
+            if self._locate is not None:
+                found = self._locate(k)
+                if found is None:
+                    raise FileNotFoundError
+                path, offset, size = found
+            else:
+                path = self._chunk_path(k)
+                size = os.path.getsize(path)
         except FileNotFoundError:
+            where = self._chunk_path(k)
             raise CorruptStoreError(
-                f"{path}: chunk {k} of field {self.name!r} is missing; expected a file of "
+                f"{where}: chunk {k} of field {self.name!r} is missing; expected a file of "
                 f"{self.chunk_bytes} bytes (rows {k * self.chunk_rows}..{(k + 1) * self.chunk_rows - 1})"
             ) from None
         if size != self.chunk_bytes:
             raise CorruptStoreError(
-                f"{path}: chunk {k} of field {self.name!r} has {size} bytes; expected "
+                f"{self._chunk_path(k)}: chunk {k} of field {self.name!r} has {size} bytes; expected "
                 f"{self.chunk_bytes} (uncompressed, {self.chunk_rows} rows of {self.row_bytes} bytes)"
             )
-        return path
+        return path, offset
 
     def ensure(self, rows: int) -> None:
         """Make physical rows ``[0, rows)`` readable."""
@@ -103,20 +116,22 @@ class ChunkedView:
             return
         if not self.contiguous:
             for k in range(self._mapped, need):
-                path = self._check_file(k)
+                path, offset = self._check_file(k)
                 self._chunks.append(
-                    np.memmap(path, dtype=self.dtype, mode="r", shape=(self.chunk_rows, *self.shape))
+                    np.memmap(path, dtype=self.dtype, mode="r", offset=offset,
+                              shape=(self.chunk_rows, *self.shape))
                 )
             self._mapped = need
             return
         if need > self._reserved:
             self._reserve(need)
         for k in range(self._mapped, need):
-            path = self._check_file(k)
+            path, offset = self._check_file(k)
             fd = os.open(path, os.O_RDONLY)
             try:
                 addr = self._base + k * self.chunk_bytes
-                got = _libc.mmap(addr, self.chunk_bytes, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
+                got = _libc.mmap(addr, self.chunk_bytes, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd,
+                                 offset)
                 if got in (None, _MAP_FAILED) or got != addr:
                     err = ctypes.get_errno()
                     raise CorruptStoreError(f"{path}: cannot map chunk {k} of {self.name!r}: {os.strerror(err)}")

@@ -39,32 +39,62 @@ def now_iso() -> str:
     return t.isoformat(timespec="seconds")
 
 
-def _write_group(root: Path, meta: dict, state: dict, *, fsync: bool) -> None:
-    doc = {
-        "zarr_format": 3,
-        "node_type": "group",
-        "attributes": {META_KEY: meta, STATE_KEY: state},
-    }
-    atomic_write_json(root / "zarr.json", doc, fsync=fsync)
+def _group_doc(meta: dict, state: dict) -> dict:
+    return {"zarr_format": 3, "node_type": "group", "attributes": {META_KEY: meta, STATE_KEY: state}}
 
 
-def _write_backup(root: Path, meta: dict, state: dict) -> None:
+def _write_group(root, meta: dict, state: dict, *, fsync: bool) -> None:
+    """Write the group ``zarr.json`` atomically: a local rename, or one object PUT."""
+    from .location import Location
+
+    if isinstance(root, Location) and root.local is None:
+        root.put_json("zarr.json", _group_doc(meta, state))
+        return
+    root = root.local if isinstance(root, Location) else root
+    atomic_write_json(root / "zarr.json", _group_doc(meta, state), fsync=fsync)
+
+
+def _write_backup(root, meta: dict, state: dict) -> None:
     """A copy of the group metadata (``.zarr.json.bak``) for ``verify --repair`` to fall back
-    on if ``zarr.json`` itself is damaged later. Not atomic and not synced: only a backup."""
+    on if ``zarr.json`` itself is damaged later. Not atomic and not synced: only a backup.
+    Local stores only (an object store's PUT of ``zarr.json`` is atomic)."""
+    from .location import Location
+
+    if isinstance(root, Location):
+        if root.local is None:
+            return
+        root = root.local
     try:
-        doc = {"zarr_format": 3, "node_type": "group", "attributes": {META_KEY: meta, STATE_KEY: state}}
-        (root / ".zarr.json.bak").write_text(json.dumps(doc))
+        (root / ".zarr.json.bak").write_text(json.dumps(_group_doc(meta, state)))
     except OSError:
         pass
 
 
-def _load_meta(root: Path) -> tuple[dict, dict]:
-    if not root.exists():
-        raise NotAStoreError(f"{root}: no such file or directory")
-    zj = root / "zarr.json"
-    if not root.is_dir() or not zj.exists():
-        raise NotAStoreError(f"{root}: not a replaystore store (no zarr.json group metadata)")
-    doc = read_json(zj, what="store metadata (zarr.json)")
+def _load_meta(root) -> tuple[dict, dict]:
+    """Metadata and committed state of the store at ``root`` (a local path or a Location)."""
+    from .location import LocalLocation, Location
+
+    if not isinstance(root, Location):
+        root = Path(root)
+        if not root.exists():
+            raise NotAStoreError(f"{root}: no such file or directory")
+        if not root.is_dir() or not (root / "zarr.json").exists():
+            raise NotAStoreError(f"{root}: not a replaystore store (no zarr.json group metadata)")
+        doc = read_json(root / "zarr.json", what="store metadata (zarr.json)")
+        return _parse_meta(doc, root)
+    loc = root
+    doc = loc.get_json("zarr.json", what="store metadata (zarr.json)")
+    if doc is None:
+        if isinstance(loc, LocalLocation):
+            return _load_meta(loc.local)
+        if loc.is_empty():
+            raise NotAStoreError(f"{loc}: no such store (nothing there)")
+        raise NotAStoreError(f"{loc}: not a replaystore store (no zarr.json group metadata)")
+    return _parse_meta(doc, loc)
+
+
+def _parse_meta(doc: Any, root) -> tuple[dict, dict]:
+    zj = f"{root}/zarr.json"
     if not isinstance(doc, dict):
         raise CorruptStoreError(f"{zj}: store metadata is not a JSON object (got {type(doc).__name__})")
     attrs = doc.get("attributes", {})

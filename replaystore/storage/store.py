@@ -39,9 +39,10 @@ from ..errors import (
 )
 from . import ring
 from .array import RowArray
-from .files import LiveFloor, WriterLock, read_json, remove_stray_temps
+from .files import LiveFloor, WriterLock, remove_stray_temps
 from .index import ClassIndex, KeySpec, key_spec
 from .integrity import BlockChecksums, changed_blocks, committed_intervals
+from .location import Location, resolve
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView
 from .metadata import (
     FORMAT_VERSION,
@@ -64,15 +65,23 @@ def _alloc(rows: int, chunk_rows: int) -> int:
 
 
 
-def open(path: str | os.PathLike, mode: str = "r", **options: Any) -> ReplayStore:  # noqa: A001
+def open(  # noqa: A001
+    path: str | os.PathLike,
+    mode: str = "r",
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> ReplayStore:
     """Open an existing store: ``mode="r"`` to read, ``"a"`` to read and append.
 
-    Schema, spaces, capacity and counters come back from the metadata; appending in
-    mode ``"a"`` continues where the last writer stopped.
+    ``path`` is a directory, a ``.zip`` made by :func:`replaystore.pack` (read-only, used in
+    place) or an fsspec URL such as ``s3://bucket/buf.zarr`` (``storage_options`` go to
+    fsspec, e.g. ``{"endpoint_url": ...}``). Schema, spaces, capacity and counters come back
+    from the metadata; appending in mode ``"a"`` continues where the last writer stopped.
     """
     if mode not in ("r", "a"):
         raise StoreModeError(f"{path}: mode must be 'r' or 'a', got {mode!r}")
-    return ReplayStore(Path(path), mode, **options)
+    return ReplayStore(path, mode, storage_options=storage_options, **options)
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,9 +92,10 @@ class ReplayStore:
 
     def __init__(
         self,
-        path: Path,
+        path: str | os.PathLike | Location,
         mode: str = "r",
         *,
+        storage_options: Mapping[str, Any] | None = None,
         buffer_rows: int | None = None,
         commit_every: int | None = None,
         commit_seconds: float | None = None,
@@ -94,9 +104,18 @@ class ReplayStore:
         bounds: str = "warn",
         nonfinite_rewards: str = "error",
     ) -> None:
-        self.path = Path(path)
+        self._loc = resolve(path, storage_options)
+        self._local = self._loc.local is not None
+        #: the store's directory (local), zip file, or URL
+        self.path: Path | str = self._loc.local or self._loc.name
         self.mode = mode
-        meta, state = _load_meta(self.path)
+        self._closed = True  # until fully open
+        if mode == "a" and self._loc.kind == "zip":
+            raise StoreModeError(
+                f"{self.path}: a packed .zip store is read-only; unpack it (replaystore unpack) "
+                "to append to it"
+            )
+        meta, state = _load_meta(self._loc)
         self._meta = meta
         self._state = dict(state)
         self._opened_state = dict(state)
@@ -133,14 +152,16 @@ class ReplayStore:
         self._array_meta: dict[str, dict] = {}
         self._advice = MADV_NORMAL
         self._indexes: dict[str, ClassIndex] = {}
+        self._zip_views: dict[str, ChunkedView] = {}
+        self._zstore = None
         self._check_arrays()
         self._live: LiveFloor | None = None
         self._live_reader: LiveFloor | None = None
-        if mode == "r" and self.capacity is not None:
+        if mode == "r" and self.capacity is not None and self._local:
             self._live_reader = LiveFloor(self.path, create=False)
             if self._live_reader.array is None:
                 self._live_reader = None
-        if mode == "a":
+        if mode == "a" and self._local:
             self._lock = WriterLock(self.path)
             self._lock.acquire()
             # a writer killed mid-commit leaves temp files and checksums of a commit it never
@@ -152,6 +173,7 @@ class ReplayStore:
             if self.capacity is not None:
                 self._live = LiveFloor(self.path, create=True)
                 self._live.raise_floor(self.total - self.size)
+        if mode == "a":
             min_chunk = min(f.chunk_rows for f in self.schema)
             self._buffer_rows = int(buffer_rows or min(max(min_chunk, 1), 65536))
             if self.capacity is not None:
@@ -166,13 +188,22 @@ class ReplayStore:
             self._last_commit = time.monotonic()
             self._since_commit = 0
 
+    # -- where fields are read and written ----------------------------------------------
+    def _mapped(self, f: Field) -> bool:
+        """Rows of ``f`` are read through memory maps (uncompressed, local or zip)."""
+        return not f.compressed and self._loc.kind in ("local", "zip")
+
+    def _direct(self, f: Field) -> bool:
+        """Rows of ``f`` are written in place (uncompressed, local): else via zarr chunks."""
+        return not f.compressed and self._local
+
     # -- metadata -------------------------------------------------------------------------
     def _check_arrays(self) -> None:
         for f in self.schema:
-            p = self.path / f.name / "zarr.json"
-            if not p.exists():
+            p = f"{self.path}/{f.name}/zarr.json"
+            am = self._loc.get_json(f"{f.name}/zarr.json", what=f"array metadata of field {f.name!r}")
+            if am is None:
                 raise CorruptStoreError(f"{p}: array metadata of field {f.name!r} is missing")
-            am = read_json(p, what=f"array metadata of field {f.name!r}")
             chunks = am.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
             if list(am.get("shape", [None])[1:]) != list(f.shape) or chunks != [f.chunk_rows, *f.shape]:
                 raise CorruptStoreError(
@@ -267,14 +298,14 @@ class ReplayStore:
         """Re-read the committed state, e.g. in a reader while another process appends."""
         if self.mode == "a":
             return self
-        _, state = _load_meta(self.path)
-        if self.capacity is not None and self._live_reader is None:
+        _, state = _load_meta(self._loc)
+        if self.capacity is not None and self._live_reader is None and self._local:
             live = LiveFloor(self.path, create=False)
             self._live_reader = live if live.array is not None else None
         if state.get("generation", 0) != self._state.get("generation", 0):
             self._state = dict(state)
             for f in self.schema:
-                if f.compressed:
+                if not self._mapped(f):
                     self._zarr.pop(f.name, None)
                     for key in [k for k in self._cache if k[0] == f.name]:
                         self._cached_bytes -= self._cache.pop(key).nbytes
@@ -300,6 +331,12 @@ class ReplayStore:
             for ra in self._rows.values():
                 ra.close()
             self._rows.clear()
+            for view in self._zip_views.values():
+                view.close()
+            self._zip_views.clear()
+            self._zarr.clear()
+            if self._loc.kind == "zip":
+                self._loc.close()
             for idx in self._indexes.values():
                 idx.close()
             self._indexes.clear()
@@ -544,6 +581,9 @@ class ReplayStore:
 
     def _record_checksums(self, state: dict) -> None:
         """CRC32 of the committed rows of every block this commit changes (see integrity.py)."""
+        if not self._local:  # checksums are kept for local stores (object stores have their own)
+            self._written = []
+            return
         prev = self._last_committed if getattr(self, "_last_committed", None) else self._opened_state
         cap = self.capacity
         before = committed_intervals(int(prev["total"]), int(prev["size"]), cap)
@@ -561,7 +601,7 @@ class ReplayStore:
         self._written = []
 
     def _row_bytes_reader(self, f: Field):
-        if not f.compressed:
+        if self._direct(f):
             return self._row_array(f).read_bytes
 
         def read(a: int, b: int) -> bytes:
@@ -580,6 +620,9 @@ class ReplayStore:
 
     def _sync_data(self) -> None:
         """fsync every chunk file written since the last commit (before the state names them)."""
+        if not self._local:  # an object store has each object durably once its PUT returns
+            self._dirty_compressed.clear()
+            return
         for ra in self._rows.values():
             ra.sync()
         for name, k in self._dirty_compressed:
@@ -601,7 +644,7 @@ class ReplayStore:
         if self.capacity is not None:
             return
         for f in self.schema:
-            if f.compressed:
+            if not self._direct(f):
                 arr = self._zarr_array(f)
                 if arr.shape[0] != self.total:
                     arr.resize((self.total, *f.shape))
@@ -649,7 +692,7 @@ class ReplayStore:
             f = self.schema[name]
             self._writing = name
             buf = self._buf[name]
-            if cap is None and f.compressed:
+            if cap is None and not self._direct(f):
                 self._resize_zarr(f, _alloc(new_total, f.chunk_rows))
             for a, b, dst in segments:
                 self._write_rows(f, dst, buf[a:b])
@@ -658,7 +701,7 @@ class ReplayStore:
             # While a writer has the store open, arrays grow a whole chunk at a time (one
             # metadata write per chunk, not per commit); close() trims them to the rows.
             for f in self.schema:
-                if not f.compressed:
+                if self._direct(f):
                     self._row_array(f).set_rows(_alloc(new_total, f.chunk_rows), fsync=self._fsync)
         self._writing = None
         if self._fsync:
@@ -668,7 +711,7 @@ class ReplayStore:
             rows = {name: self._buf[name][skip:n] for name in self.schema.names}
             for spec_json in self._meta["indexes"]:
                 idx = self._persistent_index(KeySpec.from_json(spec_json))
-                if idx.covered == total:
+                if idx is not None and idx.covered == total:
                     idx.add(idx.spec.keys(rows), total + skip, new_total)
                 # a stale index (written by an older writer) catches up when next used
         self._nbuf = 0
@@ -685,8 +728,8 @@ class ReplayStore:
         state = dict(state)
         state["generation"] = int(self._state.get("generation", 0)) + 1
         self._record_checksums(state)
-        _write_group(self.path, self._meta, state, fsync=self._fsync)
-        _write_backup(self.path, self._meta, state)
+        _write_group(self._loc, self._meta, state, fsync=self._fsync)
+        _write_backup(self._loc, self._meta, state)
         self._state = state
         self._last_committed = dict(state)
 
@@ -707,7 +750,7 @@ class ReplayStore:
         return ra
 
     def _write_rows(self, f: Field, dst: int, rows: np.ndarray) -> None:
-        if not f.compressed:
+        if self._direct(f):
             self._row_array(f).write(dst, rows)
             return
         cr = f.chunk_rows
@@ -723,7 +766,13 @@ class ReplayStore:
     def _zarr_array(self, f: Field) -> zarr.Array:
         arr = self._zarr.get(f.name)
         if arr is None:
-            arr = zarr.open_array(str(self.path / f.name), mode="r+" if self.mode == "a" else "r")
+            mode = "r+" if self.mode == "a" else "r"
+            if self._local:
+                arr = zarr.open_array(str(self.path / f.name), mode=mode)
+            else:
+                if self._zstore is None:
+                    self._zstore = self._loc.zarr_store(read_only=self.mode != "a")
+                arr = zarr.open_array(store=self._zstore, path=f.name, mode=mode, zarr_format=3)
             self._zarr[f.name] = arr
         return arr
 
@@ -760,13 +809,53 @@ class ReplayStore:
         return self.total if self.capacity is None else min(self.total, self.capacity)
 
     def _view(self, f: Field) -> ChunkedView:
+        if self._loc.kind == "zip":
+            view = self._zip_views.get(f.name)
+            if view is None:
+                view = self._zip_views[f.name] = self._zip_view(f)
+            view.ensure(self._physical_extent())
+            return view
         return self._row_array(f).readable(self._physical_extent())
+
+    def _zip_view(self, f: Field) -> ChunkedView:
+        """Chunks of ``f`` mapped straight out of the zip file (members stored uncompressed)."""
+        import mmap
+
+        loc = self._loc
+        ndim = len(f.shape)
+
+        def key(k: int) -> str:
+            return "/".join([f.name, "c", str(k), *(["0"] * ndim)])
+
+        def locate(k: int):
+            m = loc.member(key(k))
+            if m is None:
+                return None
+            offset, size, stored = m
+            if not stored:
+                raise CorruptStoreError(
+                    f"{loc}: member {key(k)!r} is compressed inside the zip; replaystore reads "
+                    "uncompressed members in place: re-pack it with replaystore pack"
+                )
+            return str(loc.file), offset, size
+
+        n_chunks = -(-self._physical_extent() // f.chunk_rows)
+        aligned = all(
+            (m := loc.member(key(k))) is None or m[0] % mmap.PAGESIZE == 0 for k in range(n_chunks)
+        )
+        return ChunkedView(
+            lambda k: f"{loc}:{key(k)}", dtype=f.dtype, shape=f.shape, chunk_rows=f.chunk_rows,
+            max_rows=self.capacity, name=f.name, advice=self._advice, locate=locate,
+            contiguous=aligned,
+        )
 
     def advise_random(self, on: bool = True) -> None:
         """Tell the kernel reads will be random (``MADV_RANDOM``), for stores far larger than RAM."""
         self._advice = MADV_RANDOM if on else MADV_NORMAL
         for ra in self._rows.values():
             ra.view.advise(self._advice)
+        for view in self._zip_views.values():
+            view.advise(self._advice)
 
     def _chunk(self, f: Field, k: int) -> np.ndarray:
         key = (f.name, k)
@@ -785,7 +874,7 @@ class ReplayStore:
         return chunk
 
     def _gather(self, f: Field, phys: np.ndarray, out: np.ndarray) -> np.ndarray:
-        if not f.compressed:
+        if self._mapped(f):
             return self._view(f).take(phys, out)
         cr = f.chunk_rows
         if not len(phys):
@@ -886,7 +975,7 @@ class ReplayStore:
             f = self.schema[name]
             parts = []
             for a, b in ranges:
-                if f.compressed:
+                if not self._mapped(f):
                     parts.append(self._gather(f, np.arange(a, b, dtype=np.int64), np.empty((b - a, *f.shape), f.dtype)))
                 else:
                     parts.append(np.array(self._view(f).slice(a, b)))
@@ -917,9 +1006,11 @@ class ReplayStore:
         return self.read(key)
 
     # -- class indexes --------------------------------------------------------------------
-    def _persistent_index(self, spec: KeySpec) -> ClassIndex:
+    def _persistent_index(self, spec: KeySpec) -> ClassIndex | None:
         idx = self._indexes.get(spec.name)
         if idx is None:
+            if not self._local:  # not persisted remotely: kept current only once built
+                return None
             idx = ClassIndex.load(self.path, spec, self.capacity, writable=self.mode == "a")
             if idx is None:
                 idx = ClassIndex.new(self.path, spec, self.capacity, persist=True)
@@ -941,6 +1032,14 @@ class ReplayStore:
         idx = self._indexes.get(spec.name)
         if idx is not None and idx.spec.kind == "callable":
             idx.spec = spec
+        if not self._local:
+            # zip and URL stores: the index is built in memory (from the key field only)
+            # and kept current by this process's own appends
+            if idx is None:
+                idx = ClassIndex.new(self.path, spec, self.capacity, persist=False)
+            self._catch_up(idx)
+            self._indexes[spec.name] = idx
+            return idx
         if idx is None:
             idx = ClassIndex.load(self.path, spec, self.capacity, writable=self.mode == "a")
             if idx is not None:
@@ -1014,6 +1113,11 @@ class ReplayStore:
     def nbytes_on_disk(self) -> dict[str, int]:
         """Bytes each field's files occupy on disk (sparse regions not counted)."""
         out = {}
+        if not self._local:
+            sizes = self._loc.sizes()
+            return {
+                f.name: sum(v for k, v in sizes.items() if k.startswith(f.name + "/")) for f in self.schema
+            }
         for f in self.schema:
             total = 0
             for dirpath, _, files in os.walk(self.path / f.name):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptStoreError, NotAStoreError, ReplayStoreError
+from ..errors import CorruptStoreError, NotAStoreError, ReplayStoreError, StoreModeError
 from .files import atomic_write_json, chunk_path, read_json
 from .integrity import BlockChecksums, changed_blocks, committed_intervals
 from .schema import Field, Schema
@@ -157,8 +157,14 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
     rows (oldest first); the report says what was dropped. A store that is already open
     for writing elsewhere should not be repaired.
     """
+    from .location import is_url, resolve
     from .metadata import META_KEY, STATE_KEY
 
+    if is_url(path) or resolve(path).kind != "local":
+        raise StoreModeError(
+            f"{path}: verify checks local directory stores (their checksums); unpack a .zip "
+            "or copy a remote store to a local directory first"
+        )
     root = Path(path)
     report = VerifyReport(str(root))
     loaded = _load(root, report)
