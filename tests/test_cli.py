@@ -104,7 +104,7 @@ def pole(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------------------
 def test_commands_are_the_documented_ones():
     assert set(COMMANDS) == {"collect", "info", "head", "episodes", "sample", "train",
-                             "evaluate", "demo", "verify"}
+                             "evaluate", "demo", "verify", "pack", "unpack"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
