@@ -52,6 +52,7 @@ class RowArray:
         max_rows: int | None,
         name: str,
         advice: int = MADV_NORMAL,
+        hugepages: bool = False,
     ) -> None:
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
@@ -72,6 +73,7 @@ class RowArray:
             max_rows=max_rows,
             name=name,
             advice=advice,
+            hugepages=hugepages,
         )
 
     # -- writing --------------------------------------------------------------------------

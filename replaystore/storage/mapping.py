@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import CorruptStoreError
 
-__all__ = ["ChunkedView", "contiguous_supported"]
+__all__ = ["ChunkedView", "contiguous_supported", "memory_budget"]
 
 _PAGE = mmap.PAGESIZE
 _libc = None
@@ -45,6 +45,47 @@ _MAP_FIXED = 0x10
 _MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0x40
 _MAP_FAILED = ctypes.c_void_p(-1).value
 MADV_NORMAL, MADV_RANDOM = 0, 1
+_MADV_HUGEPAGE, _MADV_NOHUGEPAGE = 14, 15
+#: PMD size: a chunk that is a multiple of it can be mapped with 2 MiB pages
+HUGE = 2 << 20
+_HUGE_OK = sys.platform.startswith("linux") and mmap.PAGESIZE == 4096
+
+
+def memory_budget() -> int | None:
+    """Bytes of memory available to this process: ``MemAvailable``, capped by the memory
+    cgroup's limit when there is one (``None`` when unknown)."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        return None
+    for path in _cgroup_limit_files():
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and avail is not None:
+            avail = min(avail, int(text))
+    return avail
+
+
+def _cgroup_limit_files() -> list[str]:
+    out = []
+    try:
+        lines = open("/proc/self/cgroup").read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            out.append(f"/sys/fs/cgroup{path}/memory.max")
+        elif "memory" in controllers.split(","):
+            out.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    return out
 
 
 def contiguous_supported(chunk_bytes: int) -> bool:
@@ -63,7 +104,7 @@ class ChunkedView:
 
     def __init__(self, chunk_path, *, dtype: np.dtype, shape: tuple[int, ...], chunk_rows: int,
                  max_rows: int | None, name: str, advice: int = MADV_NORMAL, locate=None,
-                 contiguous: bool | None = None) -> None:
+                 contiguous: bool | None = None, hugepages: bool = False) -> None:
         self._chunk_path = chunk_path
         self._locate = locate
         self.dtype = np.dtype(dtype)
@@ -74,6 +115,8 @@ class ChunkedView:
         self.chunk_bytes = self.row_bytes * self.chunk_rows
         self.contiguous = contiguous_supported(self.chunk_bytes) and contiguous is not False
         self.advice = advice
+        self.hugepages = bool(hugepages) and self.chunk_bytes % HUGE == 0 and _HUGE_OK
+        self._raw: dict[int, tuple[int, int]] = {}  # aligned base -> (raw base, raw bytes)
         self._mapped = 0  # chunks mapped so far
         self._base = None
         self._reserved = 0  # chunks the reservation can hold
@@ -137,6 +180,8 @@ class ChunkedView:
                     raise CorruptStoreError(f"{path}: cannot map chunk {k} of {self.name!r}: {os.strerror(err)}")
                 if self.advice != MADV_NORMAL:
                     _libc.madvise(addr, self.chunk_bytes, self.advice)
+                elif self.hugepages:
+                    _libc.madvise(addr, self.chunk_bytes, _MADV_HUGEPAGE)
             finally:
                 os.close(fd)
         self._mapped = need
@@ -147,10 +192,13 @@ class ChunkedView:
         chunks = max(need, 2 * self._reserved, 8)
         if self._max_chunks is not None:
             chunks = max(need, min(chunks, self._max_chunks))
-        base = _libc.mmap(None, chunks * self.chunk_bytes, 0,
-                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
-        if base in (None, _MAP_FAILED):
+        extra = HUGE if self.hugepages else 0
+        raw = _libc.mmap(None, chunks * self.chunk_bytes + extra, 0,
+                         mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
+        if raw in (None, _MAP_FAILED):
             raise MemoryError(f"cannot reserve address space for field {self.name!r}")
+        base = -(-raw // HUGE) * HUGE if extra else raw  # 2 MiB aligned, for PMD mappings
+        self._raw[base] = (raw, chunks * self.chunk_bytes + extra)
         if self._base is not None:
             self._retired.append((self._base, self._reserved * self.chunk_bytes))
         self._base, self._reserved, self._mapped = base, chunks, 0
@@ -169,6 +217,9 @@ class ChunkedView:
         self.advice = advice
         if self.contiguous and self._mapped:
             _libc.madvise(self._base, self._mapped * self.chunk_bytes, advice)
+            if self.hugepages:
+                huge = _MADV_HUGEPAGE if advice == MADV_NORMAL else _MADV_NOHUGEPAGE
+                _libc.madvise(self._base, self._mapped * self.chunk_bytes, huge)
 
     # -- reading -----------------------------------------------------------------------
     def take(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -215,7 +266,8 @@ class ChunkedView:
         self._bufs = []
         for base, nbytes in self._retired:
             if base not in busy:
-                _libc.munmap(base, nbytes)
+                raw, raw_bytes = self._raw.pop(base, (base, nbytes))
+                _libc.munmap(raw, raw_bytes)
         self._retired = []
         self._base = None
         self._mapped = 0

@@ -103,6 +103,7 @@ class ReplayStore:
         cache_bytes: int = 256 * 2**20,
         bounds: str = "warn",
         nonfinite_rewards: str = "error",
+        hugepages: bool | str = "auto",
     ) -> None:
         self._loc = resolve(path, storage_options)
         self._local = self._loc.local is not None
@@ -151,6 +152,10 @@ class ReplayStore:
         self._crc: dict[str, BlockChecksums] = {}
         self._array_meta: dict[str, dict] = {}
         self._advice = MADV_NORMAL
+        if hugepages not in (True, False, "auto"):
+            raise SchemaError(f"{self.path}: hugepages must be True, False or 'auto', got {hugepages!r}")
+        self._hugepages_opt = hugepages
+        self._hugepages: bool | None = None  # decided when the first field is mapped
         self._indexes: dict[str, ClassIndex] = {}
         self._zip_views: dict[str, ChunkedView] = {}
         self._zstore = None
@@ -745,6 +750,7 @@ class ReplayStore:
                 max_rows=self.capacity,
                 name=f.name,
                 advice=self._advice,
+                hugepages=self._use_hugepages(),
             )
             self._rows[f.name] = ra
         return ra
@@ -846,11 +852,27 @@ class ReplayStore:
         return ChunkedView(
             lambda k: f"{loc}:{key(k)}", dtype=f.dtype, shape=f.shape, chunk_rows=f.chunk_rows,
             max_rows=self.capacity, name=f.name, advice=self._advice, locate=locate,
-            contiguous=aligned,
+            contiguous=aligned,  # 16 KiB-aligned members: 2 MiB pages cannot map them
         )
 
+    def _use_hugepages(self) -> bool:
+        """Map chunks with 2 MiB pages? ``"auto"``: when the mapped fields fit comfortably in
+        the memory this process may use, so the page cache will hold them anyway."""
+        if self._hugepages is None:
+            opt = self._hugepages_opt
+            if opt == "auto":
+                from .mapping import memory_budget
+
+                rows = self.capacity or max(self.total, 1)
+                mapped = sum(f.row_bytes * rows for f in self.schema if self._mapped(f))
+                budget = memory_budget()
+                opt = budget is not None and mapped <= budget // 2
+            self._hugepages = bool(opt)
+        return self._hugepages
+
     def advise_random(self, on: bool = True) -> None:
-        """Tell the kernel reads will be random (``MADV_RANDOM``), for stores far larger than RAM."""
+        """Tell the kernel reads will be random (``MADV_RANDOM``), for stores far larger than
+        RAM. This also stops mapping them with 2 MiB pages (whose faults read 2-4 MiB)."""
         self._advice = MADV_RANDOM if on else MADV_NORMAL
         for ra in self._rows.values():
             ra.view.advise(self._advice)
