@@ -26,6 +26,7 @@ __all__ = [
     "StoreExistsError",
     "AgentConfigError",
     "StoreWriteError",
+    "RemoteStoreError",
 ]
 
 
@@ -90,3 +91,8 @@ class StoreWriteError(ReplayStoreError, OSError):
 
     Committed rows are intact; rows not yet committed stay buffered in memory.
     """
+
+
+class RemoteStoreError(ReplayStoreError, ConnectionError):
+    """An object store (``s3://``...) could not be reached or refused the request: no
+    credentials, a wrong endpoint, a missing bucket. The message names the URL."""

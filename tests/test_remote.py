@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -172,3 +173,22 @@ def test_cli_collect_info_sample_train_on_s3(s3_url, tmp_path):
     res = r.invoke(main, ["info", s3_url.replace("buf.zarr", "missing.zarr")])
     assert res.exit_code != 0 and isinstance(res.exception, SystemExit)
     assert len(res.output.strip().splitlines()) == 1 and "no such store" in res.output
+
+
+def test_unreachable_endpoint_and_storage_options_from_the_environment(s3_url, monkeypatch):
+    dead = {"endpoint_url": "http://127.0.0.1:1", "key": "k", "secret": "s",
+            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    with pytest.raises(rs.RemoteStoreError, match=r"s3://.*object store request failed"):
+        rs.open(s3_url, storage_options=dead)
+    # the command line takes storage options from REPLAYSTORE_STORAGE_OPTIONS
+    monkeypatch.setenv("REPLAYSTORE_STORAGE_OPTIONS", json.dumps(dead))
+    res = CliRunner().invoke(main, ["info", s3_url])
+    assert res.exit_code != 0 and isinstance(res.exception, SystemExit)
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "object store request failed" in lines[0], res.output
+    monkeypatch.setenv("REPLAYSTORE_STORAGE_OPTIONS", "{not json")
+    res = CliRunner().invoke(main, ["info", s3_url])
+    assert res.exit_code != 0 and "REPLAYSTORE_STORAGE_OPTIONS is not valid JSON" in res.output
+    monkeypatch.delenv("REPLAYSTORE_STORAGE_OPTIONS")
+    with pytest.raises(rs.NotAStoreError, match="no such store"):
+        rs.open("s3://no-such-bucket/buf.zarr")

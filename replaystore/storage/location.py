@@ -15,6 +15,7 @@ whole chunks are read and written as objects, and read chunks are kept in a boun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -23,9 +24,33 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptStoreError, NotAStoreError, StoreModeError
+from ..errors import (
+    CorruptStoreError,
+    NotAStoreError,
+    RemoteStoreError,
+    ReplayStoreError,
+    StoreModeError,
+)
 
-__all__ = ["Location", "resolve", "is_url"]
+__all__ = ["Location", "resolve", "is_url", "remote_errors"]
+
+_REMOTE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "fsspec",
+                   "requests", "urllib3", "google", "azure")
+
+
+@contextlib.contextmanager
+def remote_errors(where):
+    """Turn an object-store client's exceptions (botocore, aiohttp...) into
+    :class:`RemoteStoreError` naming ``where``; everything else passes through."""
+    try:
+        yield
+    except ReplayStoreError:
+        raise
+    except Exception as e:
+        mod = type(e).__module__ or ""
+        if mod.split(".")[0] in _REMOTE_MODULES:
+            raise RemoteStoreError(f"{where}: object store request failed: {e}") from e
+        raise
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
 
@@ -188,7 +213,9 @@ class FsspecLocation(Location):
                 f"{url}: URLs need fsspec (and s3fs for s3://): pip install 'replaystore[s3]'"
             ) from None
         self.url = url.rstrip("/")
-        self.storage_options = dict(storage_options or {})
+        if storage_options is None:
+            storage_options = _env_storage_options(url)
+        self.storage_options = dict(storage_options)
         try:
             self.fs, self.root = fsspec.url_to_fs(self.url, **self.storage_options)
         except (ImportError, ValueError) as e:
@@ -200,18 +227,21 @@ class FsspecLocation(Location):
 
     def get(self, key: str) -> bytes | None:
         try:
-            return self.fs.cat_file(self._p(key))
+            with remote_errors(self.url):
+                return self.fs.cat_file(self._p(key))
         except (FileNotFoundError, IsADirectoryError):
             return None
 
     def put(self, key: str, data: bytes) -> None:
         # one PUT per object: object stores replace objects atomically
-        self.fs.pipe_file(self._p(key), data)
+        with remote_errors(self.url):
+            self.fs.pipe_file(self._p(key), data)
 
     def sizes(self, prefix: str = "") -> dict[str, int]:
         base = self._p(prefix.rstrip("/"))
         try:
-            found = self.fs.find(base, detail=True)
+            with remote_errors(self.url):
+                found = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return {}
         out = {}
@@ -223,14 +253,35 @@ class FsspecLocation(Location):
         return out
 
     def delete_all(self) -> None:
-        if self.fs.exists(self.root):
-            self.fs.rm(self.root, recursive=True)
+        with remote_errors(self.url):
+            if self.fs.exists(self.root):
+                self.fs.rm(self.root, recursive=True)
 
     def zarr_store(self, *, read_only: bool):
         from zarr.storage import FsspecStore
 
         return FsspecStore.from_url(self.url, storage_options=self.storage_options or None,
                                     read_only=read_only)
+
+
+def _env_storage_options(url: str) -> dict:
+    """``REPLAYSTORE_STORAGE_OPTIONS`` (a JSON object) as fsspec storage options: how the
+    command line takes options such as ``{"endpoint_url": ..., "anon": true}``."""
+    text = os.environ.get("REPLAYSTORE_STORAGE_OPTIONS")
+    if not text:
+        return {}
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StoreModeError(
+            f"{url}: REPLAYSTORE_STORAGE_OPTIONS is not valid JSON ({e.msg}): {text!r}"
+        ) from None
+    if not isinstance(opts, dict):
+        raise StoreModeError(
+            f"{url}: REPLAYSTORE_STORAGE_OPTIONS must be a JSON object like "
+            f'{{"endpoint_url": "http://127.0.0.1:9000"}}, got {text!r}'
+        )
+    return opts
 
 
 def _is_zip(path: Path) -> bool:

@@ -42,7 +42,7 @@ from .array import RowArray
 from .files import LiveFloor, WriterLock, remove_stray_temps
 from .index import ClassIndex, KeySpec, key_spec
 from .integrity import BlockChecksums, changed_blocks, committed_intervals
-from .location import Location, resolve
+from .location import Location, remote_errors, resolve
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView
 from .metadata import (
     FORMAT_VERSION,
@@ -661,7 +661,8 @@ class ReplayStore:
 
     def _write_buffer(self) -> None:
         try:
-            self._write_buffer_unsafe()
+            with remote_errors(self.path):
+                self._write_buffer_unsafe()
         except OSError as e:
             if isinstance(e, ReplayStoreError):
                 raise
@@ -776,9 +777,10 @@ class ReplayStore:
             if self._local:
                 arr = zarr.open_array(str(self.path / f.name), mode=mode)
             else:
-                if self._zstore is None:
-                    self._zstore = self._loc.zarr_store(read_only=self.mode != "a")
-                arr = zarr.open_array(store=self._zstore, path=f.name, mode=mode, zarr_format=3)
+                with remote_errors(self.path):
+                    if self._zstore is None:
+                        self._zstore = self._loc.zarr_store(read_only=self.mode != "a")
+                    arr = zarr.open_array(store=self._zstore, path=f.name, mode=mode, zarr_format=3)
             self._zarr[f.name] = arr
         return arr
 
@@ -887,7 +889,8 @@ class ReplayStore:
             return chunk
         arr = self._zarr_array(f)
         lo = k * f.chunk_rows
-        chunk = arr[lo : min(lo + f.chunk_rows, arr.shape[0])]
+        with remote_errors(self.path):
+            chunk = arr[lo : min(lo + f.chunk_rows, arr.shape[0])]
         self._cache[key] = chunk
         self._cached_bytes += chunk.nbytes
         while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
