@@ -182,3 +182,17 @@ def test_cli_pack_use_in_place_unpack(tmp_path):
         assert res.exit_code != 0 and isinstance(res.exception, SystemExit), (args, res.output)
         lines = res.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error:"), res.output
+
+
+def test_cli_train_from_a_zip_equals_train_from_the_directory(tmp_path):
+    r = CliRunner()
+    src = tmp_path / "lake.zarr"
+    res = r.invoke(main, ["collect", "FrozenLake-v1", "--out", str(src), "--steps", "5000",
+                          "--seed", "0", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert r.invoke(main, ["pack", str(src), str(tmp_path / "lake.zip"), "--no-progress"]).exit_code == 0
+    for path, q in ((src, "a.npy"), (tmp_path / "lake.zip", "b.npy")):
+        res = r.invoke(main, ["train", str(path), "--out", str(tmp_path / q), "--gamma", "0.9",
+                              "--no-progress"])
+        assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
