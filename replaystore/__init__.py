@@ -19,6 +19,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 from .errors import *  # noqa: E402,F403
 from .errors import __all__ as _errors_all  # noqa: E402
+from .merge import merge  # noqa: E402
 from .sampling import BalancedSampler, Sampler, UniformSampler, WeightedSampler  # noqa: E402
 from .storage import (  # noqa: E402
     FORMAT_VERSION,
@@ -43,6 +44,7 @@ __all__ = [
     "verify",
     "pack",
     "unpack",
+    "merge",
     "Sampler",
     "UniformSampler",
     "BalancedSampler",
