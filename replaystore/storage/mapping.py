@@ -65,7 +65,8 @@ def memory_budget() -> int | None:
         return None
     for path in _cgroup_limit_files():
         try:
-            text = open(path).read().strip()
+            with open(path) as fh:
+                text = fh.read().strip()
         except OSError:
             continue
         if text.isdigit() and avail is not None:
@@ -76,7 +77,8 @@ def memory_budget() -> int | None:
 def _cgroup_limit_files() -> list[str]:
     out = []
     try:
-        lines = open("/proc/self/cgroup").read().splitlines()
+        with open("/proc/self/cgroup") as fh:
+            lines = fh.read().splitlines()
     except OSError:
         return out
     for line in lines:
