@@ -27,6 +27,9 @@ __all__ = [
     "AgentConfigError",
     "StoreWriteError",
     "RemoteStoreError",
+    "MissingExtraError",
+    "InteropError",
+    "DatasetNotFoundError",
 ]
 
 
@@ -91,6 +94,21 @@ class StoreWriteError(ReplayStoreError, OSError):
 
     Committed rows are intact; rows not yet committed stay buffered in memory.
     """
+
+
+class MissingExtraError(ReplayStoreError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install
+    (e.g. ``pip install "replaystore[parquet]"``)."""
+
+
+class InteropError(ReplayStoreError, ValueError):
+    """An export or import cannot be done: unknown format, a malformed source file or
+    dataset (the message names the file and the key), or nothing to export."""
+
+
+class DatasetNotFoundError(ReplayStoreError, FileNotFoundError):
+    """A dataset to import (a file, or a Minari dataset id), or the directory an export
+    should be written into, does not exist."""
 
 
 class RemoteStoreError(ReplayStoreError, ConnectionError):

@@ -1,0 +1,171 @@
+"""Shared pieces of the exporters and importers: what they return, optional imports,
+output files written atomically, progress bars and block sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetNotFoundError, InteropError, MissingExtraError, StoreExistsError
+
+__all__ = ["InteropStats", "InteropWarning", "BLOCK_BYTES", "MAX_BLOCK_ROWS"]
+
+#: rows are read (and written) in blocks of about this many bytes of selected fields
+BLOCK_BYTES = 64 * 2**20
+#: ... and never more rows than this per block
+MAX_BLOCK_ROWS = 1 << 20
+
+
+class InteropWarning(UserWarning):
+    """Something an export or import left out (image fields, partial episodes, rows
+    without a next observation...). The same text is in :attr:`InteropStats.notes`."""
+
+
+@dataclasses.dataclass
+class InteropStats:
+    """What one export or import did.
+
+    ``rows`` rows (transitions) were written to ``out``; ``episodes`` complete or partial
+    episodes among them (``None`` for tabular exports, which do not look at episodes);
+    ``skipped_episodes`` / ``dropped_rows`` were left out (see ``notes``); ``columns`` are
+    the columns (tabular) or fields (imports) written.
+    """
+
+    action: str
+    fmt: str
+    source: str
+    out: str
+    rows: int = 0
+    episodes: int | None = None
+    skipped_episodes: int = 0
+    dropped_rows: int = 0
+    columns: tuple[str, ...] = ()
+    seconds: float = 0.0
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """Record ``message`` and warn with it (:class:`InteropWarning`)."""
+        self.notes.append(message)
+        warnings.warn(message, InteropWarning, stacklevel=3)
+
+    def summary(self) -> str:
+        """One line saying what was done (the CLI prints it)."""
+        what = f"{self.rows:,} rows"
+        if self.episodes is not None:
+            what = f"{self.episodes:,} episodes ({self.rows:,} rows)"
+        elif self.columns:
+            what += f" x {len(self.columns):,} column{'' if len(self.columns) == 1 else 's'}"
+        if self.action == "export":
+            line = f"exported {what} of {self.source} to {self.fmt} {self.out}"
+        else:
+            line = f"imported {what} from {self.fmt} {self.source} into {self.out}"
+        line += f" in {self.seconds:.1f}s"
+        if self.notes:
+            line += "; " + "; ".join(self.notes)
+        return line
+
+
+def require(module: str, extra: str, what: str) -> Any:
+    """Import an optional dependency or raise :class:`MissingExtraError` naming the extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(
+            f"{what} needs the optional package {module.split('.')[0]!r}, which is not installed "
+            f"({e}): pip install \"replaystore[{extra}]\""
+        ) from None
+
+
+@contextlib.contextmanager
+def opened_store(store: Any) -> Iterator[Any]:
+    """``store`` itself if it is an open store, else the store at that path opened
+    read-only (and closed afterwards)."""
+    from ..storage.store import ReplayStore
+    from ..storage.store import open as open_store
+
+    if isinstance(store, ReplayStore):
+        yield store
+        return
+    s = open_store(store, mode="r")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def check_new_path(out: str | os.PathLike, overwrite: bool) -> Path:
+    """``out`` as a Path; refuse (:class:`StoreExistsError`) if it exists, unless
+    ``overwrite``; its directory must exist."""
+    path = Path(out)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise StoreExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
+        if path.is_dir() and not path.is_symlink():
+            raise StoreExistsError(f"{path}: is a directory; refusing to replace it with a file")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise DatasetNotFoundError(f"{path}: directory {parent} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """A temporary file next to ``out`` that replaces ``out`` only when the block succeeds;
+    on failure it is removed and ``out`` is untouched."""
+    path = check_new_path(out, overwrite)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class Progress:
+    """A click progress bar on stderr when asked for (a no-op otherwise), like
+    ``collect`` and ``train`` show."""
+
+    def __init__(self, total: int, on: bool, label: str) -> None:
+        self.bar = None
+        if on:
+            import click
+
+            self.bar = click.progressbar(length=max(int(total), 0), label=label, file=sys.stderr,
+                                         show_pos=True)
+            self.bar.__enter__()
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(int(n))
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def block_rows(row_bytes: int, requested: int | None = None) -> int:
+    """Rows per block: ``requested``, or as many as fit in :data:`BLOCK_BYTES`."""
+    if requested is not None:
+        if int(requested) < 1:
+            raise InteropError(f"block_rows must be at least 1, got {requested}")
+        return int(requested)
+    return int(max(1, min(MAX_BLOCK_ROWS, BLOCK_BYTES // max(1, int(row_bytes)))))
+
+
+def row_bytes(store: Any, names: Any) -> int:
+    return sum(int(np.prod(store.schema[n].shape, dtype=np.int64)) * store.schema[n].dtype.itemsize
+               for n in names)
