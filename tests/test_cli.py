@@ -104,7 +104,8 @@ def pole(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------------------
 def test_commands_are_the_documented_ones():
     assert set(COMMANDS) == {"collect", "info", "head", "episodes", "sample", "train",
-                             "evaluate", "demo", "verify", "pack", "unpack"} <= set(COMMANDS)
+                             "evaluate", "demo", "verify", "pack", "unpack", "export", "import",
+                             "merge"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
