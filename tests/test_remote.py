@@ -192,3 +192,14 @@ def test_unreachable_endpoint_and_storage_options_from_the_environment(s3_url, m
     monkeypatch.delenv("REPLAYSTORE_STORAGE_OPTIONS")
     with pytest.raises(rs.NotAStoreError, match="no such store"):
         rs.open("s3://no-such-bucket/buf.zarr")
+
+
+def test_a_url_scheme_without_its_backend_names_what_to_install():
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(rs.MissingExtraError, match="gcsfs"):
+            rs.open("gcs://bucket/buf.zarr")
+    else:  # pragma: no cover - gcsfs installed: nothing to check
+        pass

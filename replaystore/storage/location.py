@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import (
     CorruptStoreError,
+    MissingExtraError,
     NotAStoreError,
     RemoteStoreError,
     ReplayStoreError,
@@ -209,8 +210,8 @@ class FsspecLocation(Location):
         try:
             import fsspec
         except ImportError:
-            raise StoreModeError(
-                f"{url}: URLs need fsspec (and s3fs for s3://): pip install 'replaystore[s3]'"
+            raise MissingExtraError(
+                f"{url}: URLs need fsspec (and s3fs for s3://): pip install \"replaystore[s3]\""
             ) from None
         self.url = url.rstrip("/")
         if storage_options is None:
@@ -218,7 +219,12 @@ class FsspecLocation(Location):
         self.storage_options = dict(storage_options)
         try:
             self.fs, self.root = fsspec.url_to_fs(self.url, **self.storage_options)
-        except (ImportError, ValueError) as e:
+        except ImportError as e:
+            raise MissingExtraError(
+                f"{url}: this URL scheme needs an fsspec backend that is not installed ({e}); "
+                "for s3:// pip install \"replaystore[s3]\""
+            ) from None
+        except ValueError as e:
             raise StoreModeError(f"{url}: cannot open this URL: {e}") from None
         self.root = self.root.rstrip("/")
 
