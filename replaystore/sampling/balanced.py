@@ -83,6 +83,8 @@ class BalancedSampler(Sampler):
         self.p = w / w.sum()
         self.starts, self.counts = starts, counts
         self._active = np.flatnonzero(self.p > 0).tolist()
+        self._starts = [int(x) for x in starts]
+        self._counts = [int(x) for x in counts]
         self._ids = [self.index._ids_view(j) for j in range(len(classes))]
         self._ring = self.index.capacity if self.index._memory is None else None
         self._gen = key
@@ -100,16 +102,20 @@ class BalancedSampler(Sampler):
         # class counts of the batch, then rows uniformly within each class, then a random
         # order: the same distribution as drawing (class, row) pairs one by one
         counts = self.rng.multinomial(b, self.p)
-        parts = []
+        u = self.rng.random(b)
+        ids = np.empty(b, np.int64)
+        a = 0
         for j in self._active:
             c = int(counts[j])
             if c:
-                pos = self.starts[j] + (self.rng.random(c) * self.counts[j]).astype(np.int64)
+                pos = (u[a : a + c] * self._counts[j]).astype(np.int64)
+                pos += self._starts[j]
                 if self._ring is not None:
                     pos %= self._ring
-                parts.append(self._ids[j][pos])
-        ids = np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
-        ids = ids[self.rng.permutation(b)] if len(parts) > 1 else ids
+                np.take(self._ids[j], pos, out=ids[a : a + c])
+                a += c
+        if len(self._active) > 1:
+            ids = ids[self.rng.permutation(b)]
         ids -= self.store.total - self.store.size
         return ids
 

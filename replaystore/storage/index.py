@@ -29,7 +29,8 @@ from .files import atomic_write_json, read_json
 __all__ = ["ClassIndex", "KeySpec", "key_spec", "MAX_CLASSES", "INDEX_CHUNK_ROWS"]
 
 MAX_CLASSES = 4096
-INDEX_CHUNK_ROWS = 1 << 16
+INDEX_CHUNK_ROWS = 1 << 18  # 2 MiB of int64 ids: chunks that 2 MiB pages can map
+_MIN_CHUNK_ROWS = 1 << 12
 _ATTR = "replaystore_index"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -123,6 +124,7 @@ class ClassIndex:
         self.covered = 0  # store total the index covers
         self._arrays: dict[int, RowArray] = {}
         self._memory: dict[int, list[np.ndarray]] | None = None  # in-memory (unpersisted) mode
+        self.hugepages = False  # map the id lists with 2 MiB pages (set by the store)
 
     # -- persistence ----------------------------------------------------------------------
     @staticmethod
@@ -189,11 +191,19 @@ class ClassIndex:
         ra = self._arrays.get(j)
         if ra is None:
             path = self.root / f"c{j}"
-            if self.writable and not (path / "zarr.json").exists():
-                create_row_array(path, np.int64, (), INDEX_CHUNK_ROWS,
-                                 rows=self.capacity if self.capacity is not None else 0)
-            ra = RowArray(path, dtype=np.int64, shape=(), chunk_rows=INDEX_CHUNK_ROWS,
-                          max_rows=self.capacity, name=f"index {self.spec.name!r} class {self.classes[j]}")
+            if (path / "zarr.json").exists():  # chunking as written (older stores: 65,536 rows)
+                meta = read_json(path / "zarr.json", what=f"index {self.spec.name!r} class array")
+                chunk_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+            else:
+                chunk_rows = INDEX_CHUNK_ROWS
+                if self.capacity is not None:  # a ring never needs chunks longer than itself
+                    chunk_rows = min(chunk_rows, max(_MIN_CHUNK_ROWS, 1 << (self.capacity - 1).bit_length()))
+                if self.writable:
+                    create_row_array(path, np.int64, (), chunk_rows,
+                                     rows=self.capacity if self.capacity is not None else 0)
+            ra = RowArray(path, dtype=np.int64, shape=(), chunk_rows=chunk_rows,
+                          max_rows=self.capacity, name=f"index {self.spec.name!r} class {self.classes[j]}",
+                          hugepages=self.hugepages)
             self._arrays[j] = ra
         return ra
 
@@ -237,7 +247,7 @@ class ClassIndex:
         if cap is None:
             ra.write(pos, ids)
             end = pos + len(ids)
-            ra.set_rows(-(-end // INDEX_CHUNK_ROWS) * INDEX_CHUNK_ROWS)  # a chunk at a time
+            ra.set_rows(-(-end // ra.chunk_rows) * ra.chunk_rows)  # a chunk at a time
         else:
             start = pos % cap
             first = min(len(ids), cap - start)

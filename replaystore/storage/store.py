@@ -1031,14 +1031,19 @@ class ReplayStore:
         return self.read(key)
 
     # -- class indexes --------------------------------------------------------------------
+    def _with_pages(self, idx: ClassIndex | None) -> ClassIndex | None:
+        if idx is not None:
+            idx.hugepages = self._use_hugepages()
+        return idx
+
     def _persistent_index(self, spec: KeySpec) -> ClassIndex | None:
         idx = self._indexes.get(spec.name)
         if idx is None:
             if not self._local:  # not persisted remotely: kept current only once built
                 return None
-            idx = ClassIndex.load(self.path, spec, self.capacity, writable=self.mode == "a")
+            idx = self._with_pages(ClassIndex.load(self.path, spec, self.capacity, writable=self.mode == "a"))
             if idx is None:
-                idx = ClassIndex.new(self.path, spec, self.capacity, persist=True)
+                idx = self._with_pages(ClassIndex.new(self.path, spec, self.capacity, persist=True))
             self._indexes[spec.name] = idx
         return idx
 
@@ -1061,12 +1066,12 @@ class ReplayStore:
             # zip and URL stores: the index is built in memory (from the key field only)
             # and kept current by this process's own appends
             if idx is None:
-                idx = ClassIndex.new(self.path, spec, self.capacity, persist=False)
+                idx = self._with_pages(ClassIndex.new(self.path, spec, self.capacity, persist=False))
             self._catch_up(idx)
             self._indexes[spec.name] = idx
             return idx
         if idx is None:
-            idx = ClassIndex.load(self.path, spec, self.capacity, writable=self.mode == "a")
+            idx = self._with_pages(ClassIndex.load(self.path, spec, self.capacity, writable=self.mode == "a"))
             if idx is not None:
                 idx.spec = spec
         elif self.mode == "r":
@@ -1093,7 +1098,7 @@ class ReplayStore:
                 )
         try:
             if idx is None or not persist and idx._memory is None:
-                idx = ClassIndex.new(self.path, spec, self.capacity, persist=persist)
+                idx = self._with_pages(ClassIndex.new(self.path, spec, self.capacity, persist=persist))
             else:
                 idx.writable = persist
             self._catch_up(idx)
