@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator
@@ -100,6 +101,20 @@ def opened_store(store: Any) -> Iterator[Any]:
         yield s
     finally:
         s.close()
+
+
+@contextlib.contextmanager
+def discard_on_failure(store: Any) -> Iterator[Any]:
+    """Close ``store`` at the end; if the body fails, delete it too, so a failed import
+    leaves no half-written store behind."""
+    try:
+        yield store
+        store.close()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.close()
+        shutil.rmtree(store.path, ignore_errors=True)
+        raise
 
 
 def check_new_path(out: str | os.PathLike, overwrite: bool) -> Path:

@@ -43,9 +43,7 @@ Rows are read in blocks, so files larger than RAM import with bounded memory.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +54,7 @@ import numpy as np
 from .. import __version__
 from ..errors import DatasetNotFoundError, InteropError
 from ..storage.metadata import now_iso
-from ._common import InteropStats, Progress, require
+from ._common import InteropStats, Progress, discard_on_failure, require
 from ._common import block_rows as _block_rows
 
 __all__ = ["import_d4rl", "REQUIRED_KEYS"]
@@ -195,11 +193,11 @@ def import_d4rl(
         }
         store = create(out, obs_space, act_space, env_id=env_id, info={"imported_from": provenance},
                        chunk_rows=chunk_rows, codecs=codecs, overwrite=overwrite)
-        try:
+        with discard_on_failure(store):
             if env_id:
                 store.update_info(env={"id": env_id, "kwargs": dict(env_kwargs or {})})
             kept, rounded, episodes = _copy(f, store, path, n, has_next, has_timeouts,
-                                                     block_rows, progress)
+                                             block_rows, progress)
             stats.rows = kept
             stats.episodes = episodes
             stats.dropped_rows = n - kept
@@ -211,12 +209,6 @@ def import_d4rl(
                 stats.note(f"{rounded:,} reward(s) rounded to float32 (the store keeps float32 rewards)")
             store.update_info({"imported_from": {**provenance, "rows": kept, "dropped_rows": n - kept,
                                                  "episodes": episodes, "notes": stats.notes}})
-            store.close()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                store.close()
-            shutil.rmtree(store.path, ignore_errors=True)
-            raise
     stats.seconds = time.perf_counter() - t0
     return stats
 

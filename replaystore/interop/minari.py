@@ -51,7 +51,6 @@ directory; ``minari.MinariDataset(path + "/data")`` reads it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -77,6 +76,7 @@ from ..storage.metadata import now_iso
 from ._common import (
     InteropStats,
     Progress,
+    discard_on_failure,
     opened_store,
     require,
     row_bytes,
@@ -534,7 +534,7 @@ def import_minari(
     obs_space, act_space = ds.observation_space, ds.action_space
     store = create(out, obs_space, act_space, env_id=env.get("id"), info={"imported_from": provenance},
                    chunk_rows=chunk_rows, codecs=codecs, overwrite=overwrite)
-    try:
+    with discard_on_failure(store):
         if env:
             store.update_info(env=env)
         step = _block_rows(row_bytes(store, store.schema.names), block_rows)
@@ -582,12 +582,6 @@ def import_minari(
         if infos:
             stats.note("step infos are not imported")
         store.update_info({"imported_from": {**provenance, "rows": stats.rows, "notes": stats.notes}})
-        store.close()
-    except BaseException:
-        with contextlib.suppress(Exception):
-            store.close()
-        shutil.rmtree(store.path, ignore_errors=True)
-        raise
     stats.seconds = time.perf_counter() - t0
     return stats
 
