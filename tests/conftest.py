@@ -190,3 +190,50 @@ SPACE_CASES = {
         {"cam": Box(0, 255, (4, 4), np.uint8), "state": Tuple([MultiBinary(3), Dict({"v": Box(-1, 1, (1,))})])}
     ),
 }
+
+
+# --------------------------------------------------------------------------------------
+# command line and cross-location helpers
+# --------------------------------------------------------------------------------------
+def run_cli(*args: object):
+    """Run a ``replaystore`` command in-process (click's CliRunner)."""
+    from click.testing import CliRunner
+
+    from replaystore.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def cli_one_line(r) -> str:
+    """The single line a command printed (and no traceback)."""
+    assert "Traceback" not in r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1, r.output
+    return lines[0]
+
+
+def lake_rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` random FrozenLake-shaped transitions (Discrete(16) obs, Discrete(4) actions)."""
+    rng = np.random.default_rng(seed)
+    obs = rng.integers(0, 16, n)
+    return dict(obs=obs, action=rng.integers(0, 4, n), reward=(obs == 15).astype("f4"),
+                next_obs=rng.integers(0, 16, n), terminated=rng.random(n) < 0.05,
+                truncated=rng.random(n) < 0.01)
+
+
+def assert_same_samples_and_training(a, b, samplers, batches: int = 3) -> None:
+    """Stores ``a`` and ``b`` (the same data in two places) give the same batches for every
+    ``samplers`` factory and the same Q-table from offline training."""
+    from replaystore.agents import QLearningAgent
+    from replaystore.training import OfflineTrainer
+
+    for make in samplers:
+        sa, sb = make(a), make(b)
+        for _ in range(batches):
+            assert_batches_equal(sb.sample(), sa.sample())
+    qs = []
+    for st in (a, b):
+        agent = QLearningAgent.from_spaces(st.observation_space, st.action_space, gamma=0.9)
+        OfflineTrainer(st, agent, seed=0).train(progress=False)
+        qs.append(agent.q)
+    np.testing.assert_array_equal(qs[0], qs[1])

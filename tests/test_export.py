@@ -15,10 +15,10 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner, Result
+from conftest import cli_one_line as one_line
+from conftest import run_cli as run
 
 import replaystore as rs
-from replaystore.cli import main
 from replaystore.errors import (
     InteropError,
     MissingExtraError,
@@ -512,15 +512,6 @@ def read_all_store(path) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------
 # the CLI
 # --------------------------------------------------------------------------------------
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(r: Result) -> str:
-    assert "Traceback" not in r.output
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1, r.output
-    return lines[0]
 
 
 def test_cli_export_parquet_and_csv(mixed, tmp_path):

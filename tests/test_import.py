@@ -12,10 +12,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from conftest import cli_one_line as one_line
+from conftest import run_cli as run
 
 import replaystore as rs
-from replaystore.cli import main
 from replaystore.errors import (
     DatasetNotFoundError,
     InteropError,
@@ -37,15 +37,6 @@ def minari(tmp_path, monkeypatch):
     return mn
 
 
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(r: Result) -> str:
-    assert "Traceback" not in r.output
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1, r.output
-    return lines[0]
 
 
 def episode_buffer(**kw):

@@ -11,14 +11,20 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
-from conftest import STD_ACT, STD_OBS, assert_batches_equal, read_all, std_batch
+from conftest import (
+    STD_ACT,
+    STD_OBS,
+    assert_batches_equal,
+    assert_same_samples_and_training,
+    lake_rows,
+    read_all,
+    std_batch,
+)
 from gymnasium.spaces import Discrete
 
 import replaystore as rs
-from replaystore.agents import QLearningAgent
 from replaystore.cli import main
 from replaystore.storage.pack import ALIGN, RUNTIME_FILES
-from replaystore.training import OfflineTrainer
 
 
 def _store(path: Path, *, codecs=None, capacity=None, rows=20_000, chunk_rows=4096):
@@ -100,26 +106,14 @@ def test_pack_is_deterministic(tmp_path):
 def test_samplers_and_trainer_give_the_same_results_from_a_zip(tmp_path):
     src = tmp_path / "lake.zarr"
     with rs.create(src, Discrete(16), Discrete(4), fsync=False) as s:
-        rng = np.random.default_rng(0)
-        n = 30_000
-        obs = rng.integers(0, 16, n)
-        s.extend(dict(obs=obs, action=rng.integers(0, 4, n), reward=(obs == 15).astype("f4"),
-                      next_obs=rng.integers(0, 16, n), terminated=rng.random(n) < 0.05,
-                      truncated=np.zeros(n, bool)))
+        s.extend(lake_rows(30_000))
     z = rs.pack(src, tmp_path / "lake.zip")
     with rs.open(src) as d, rs.open(z) as p:
-        for make in (lambda st: rs.UniformSampler(st, batch_size=64, seed=3),
-                     lambda st: rs.UniformSampler(st, batch_size=64, seed=3, replacement=False),
-                     lambda st: rs.BalancedSampler(st, by="action", batch_size=64, seed=3)):
-            a, b = make(d), make(p)
-            for _ in range(5):
-                assert_batches_equal(b.sample(), a.sample())
-        qs = []
-        for st in (d, p):
-            agent = QLearningAgent.from_spaces(st.observation_space, st.action_space, gamma=0.9)
-            OfflineTrainer(st, agent, seed=0).train(progress=False)
-            qs.append(agent.q)
-        np.testing.assert_array_equal(qs[0], qs[1])
+        assert_same_samples_and_training(d, p, (
+            lambda st: rs.UniformSampler(st, batch_size=64, seed=3),
+            lambda st: rs.UniformSampler(st, batch_size=64, seed=3, replacement=False),
+            lambda st: rs.BalancedSampler(st, by="action", batch_size=64, seed=3),
+        ), batches=5)
 
 
 def test_zip_is_read_only_and_errors_are_clear(tmp_path):

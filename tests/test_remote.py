@@ -10,13 +10,19 @@ import uuid
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import STD_ACT, STD_OBS, assert_batches_equal, read_all, std_batch
+from conftest import (
+    STD_ACT,
+    STD_OBS,
+    assert_batches_equal,
+    assert_same_samples_and_training,
+    lake_rows,
+    read_all,
+    std_batch,
+)
 from gymnasium.spaces import Discrete
 
 import replaystore as rs
-from replaystore.agents import QLearningAgent
 from replaystore.cli import main
-from replaystore.training import OfflineTrainer
 
 s3fs = pytest.importorskip("s3fs", reason="s3:// needs s3fs: pip install 'replaystore[s3]'")
 moto_server = pytest.importorskip("moto.server", reason="the S3 tests need moto[server]")
@@ -91,12 +97,8 @@ def test_memory_url_matches_local(tmp_path, memory_url, capacity, codecs):
 def test_s3_create_append_reopen_sample_train(tmp_path, s3_url):
     """The whole life cycle on a real S3 API: create, append, reopen, sample, train."""
     local = tmp_path / "lake.zarr"
-    rng = np.random.default_rng(0)
     n = 20_000
-    obs = rng.integers(0, 16, n)
-    rows = dict(obs=obs, action=rng.integers(0, 4, n), reward=(obs == 15).astype("f4"),
-                next_obs=rng.integers(0, 16, n), terminated=rng.random(n) < 0.05,
-                truncated=rng.random(n) < 0.01)
+    rows = lake_rows(n)
     for path in (local, s3_url):
         with rs.create(path, Discrete(16), Discrete(4), fsync=False, chunk_rows=8192) as s:
             s.extend({k: v[:12_000] for k, v in rows.items()})
@@ -105,18 +107,11 @@ def test_s3_create_append_reopen_sample_train(tmp_path, s3_url):
     with rs.open(local) as d, rs.open(s3_url) as r:
         assert len(r) == n and r.observation_space == Discrete(16)
         assert_batches_equal(read_all(r), read_all(d))
-        for make in (lambda st: rs.UniformSampler(st, batch_size=64, seed=5),
-                     lambda st: rs.BalancedSampler(st, by="action", batch_size=64, seed=5),
-                     lambda st: rs.WeightedSampler(st, weights="reward", batch_size=64, seed=5)):
-            a, b = make(d), make(r)
-            for _ in range(3):
-                assert_batches_equal(b.sample(), a.sample())
-        qs = []
-        for st in (d, r):
-            agent = QLearningAgent.from_spaces(st.observation_space, st.action_space, gamma=0.9)
-            OfflineTrainer(st, agent, seed=0).train(progress=False)
-            qs.append(agent.q)
-        np.testing.assert_array_equal(qs[0], qs[1])
+        assert_same_samples_and_training(d, r, (
+            lambda st: rs.UniformSampler(st, batch_size=64, seed=5),
+            lambda st: rs.BalancedSampler(st, by="action", batch_size=64, seed=5),
+            lambda st: rs.WeightedSampler(st, weights="reward", batch_size=64, seed=5),
+        ))
 
 
 def test_s3_ring_buffer_wraps_like_local(tmp_path, s3_url):
