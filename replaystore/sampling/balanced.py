@@ -81,9 +81,8 @@ class BalancedSampler(Sampler):
             )
         self.classes = classes
         self.p = w / w.sum()
-        self.starts, self.counts = starts, counts
         self._active = np.flatnonzero(self.p > 0).tolist()
-        self._starts = [int(x) for x in starts]
+        self._starts = [int(x) for x in starts]  # plain ints: cheap in the per-batch loop
         self._counts = [int(x) for x in counts]
         self._ids = [self.index._ids_view(j) for j in range(len(classes))]
         self._ring = self.index.capacity if self.index._memory is None else None

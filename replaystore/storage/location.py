@@ -33,7 +33,7 @@ from ..errors import (
     StoreModeError,
 )
 
-__all__ = ["Location", "resolve", "is_url", "remote_errors"]
+__all__ = ["Location", "resolve", "is_url", "is_local_dir", "remote_errors"]
 
 _REMOTE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "fsspec",
                    "requests", "urllib3", "google", "azure")
@@ -182,9 +182,9 @@ class ZipLocation(Location):
             return None
         off = self._offsets.get(key)
         if off is None:
-            with open(self.file, "rb") as fh:
-                fh.seek(info.header_offset)
-                head = fh.read(_LOCAL_HEADER.size)
+            fh = self._zip.fp  # the zip's own open file (zipfile seeks before each read)
+            fh.seek(info.header_offset)
+            head = fh.read(_LOCAL_HEADER.size)
             if len(head) != _LOCAL_HEADER.size or head[:4] != b"PK\x03\x04":
                 raise CorruptStoreError(f"{self.file}: member {key!r} has a damaged local header")
             name_len, extra_len = _LOCAL_HEADER.unpack(head)[-2:]
@@ -288,6 +288,16 @@ def _env_storage_options(url: str) -> dict:
             f'{{"endpoint_url": "http://127.0.0.1:9000"}}, got {text!r}'
         )
     return opts
+
+
+def is_local_dir(path: Any) -> bool:
+    """Whether ``path`` names a local directory store (not a URL, not a ``.zip``); opens nothing."""
+    if isinstance(path, Location):
+        return path.kind == "local"
+    if is_url(path):
+        scheme, _, rest = str(path).partition("://")
+        return scheme == "file" and not _is_zip(Path(rest))
+    return not (_is_zip(Path(path)) and Path(path).exists())
 
 
 def _is_zip(path: Path) -> bool:

@@ -157,10 +157,10 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
     rows (oldest first); the report says what was dropped. A store that is already open
     for writing elsewhere should not be repaired.
     """
-    from .location import is_url, resolve
+    from .location import is_local_dir, is_url
     from .metadata import META_KEY, STATE_KEY
 
-    if is_url(path) or resolve(path).kind != "local":
+    if is_url(path) or not is_local_dir(path):
         raise StoreModeError(
             f"{path}: verify checks local directory stores (their checksums); unpack a .zip "
             "or copy a remote store to a local directory first"
