@@ -196,6 +196,60 @@ def test_state_dict_resumes_exactly(tmp_path, which):
     assert all(np.array_equal(a, fresh.sample()["obs"]) for a in expected)
 
 
+def _independent(store, seed, batch_size=32):
+    """The samplers whose batches are independent draws (drawn several batches ahead)."""
+    return [
+        rs.UniformSampler(store, batch_size=batch_size, seed=seed),
+        rs.BalancedSampler(store, by="action", batch_size=batch_size, seed=seed),
+        rs.WeightedSampler(store, weights="weight", batch_size=batch_size, seed=seed),
+    ]
+
+
+@pytest.mark.parametrize("which", range(3))
+def test_state_dict_resumes_at_every_position_of_a_draw_ahead_block(tmp_path, which):
+    store = make_store(tmp_path / "s", 300)
+    s = _independent(store, 5)[which]
+    states, batches = [], []
+    for _ in range(70):  # blocks of 1, 2, 4, ..., 32 batches and into the next one
+        states.append(s.state_dict())
+        batches.append(s.sample()["obs"])
+    store.close()
+    store = rs.open(tmp_path / "s")  # resume after reopening the store
+    for k in range(0, 70, 3):
+        fresh = _independent(store, 999)[which]
+        fresh.load_state_dict(states[k])
+        for j in range(k, min(k + 5, 70)):
+            assert np.array_equal(fresh.sample()["obs"], batches[j]), (k, j)
+
+
+@pytest.mark.parametrize("which", range(3))
+def test_draw_ahead_never_serves_rows_of_an_older_store_state(tmp_path, which):
+    store = make_store(tmp_path / "s", 100, capacity=100)
+    s = _independent(store, 0, batch_size=64)[which]
+    for _ in range(40):  # a block of many batches is now drawn ahead
+        s.sample()
+    assert s.state_dict()["ahead"]["batches"] > 1
+    append(store, 100, actions=np.arange(100) % 4)  # evicts every row drawn ahead
+    for _ in range(10):
+        obs = s.sample()["obs"]
+        assert obs.min() >= 100, type(s).__name__
+    # appending between every batch (online use) draws one batch at a time
+    for _ in range(5):
+        append(store, 10)
+        batch = s.sample()["obs"]
+        assert batch.min() >= store.total - 100
+        assert s.state_dict()["ahead"]["batches"] == 1
+
+
+def test_draw_ahead_batches_are_independent(tmp_path):
+    """Pairs (row in batch k, same slot in batch k+1) are uniform over all pairs."""
+    store = make_store(tmp_path / "s", 6)
+    s = rs.UniformSampler(store, batch_size=1, seed=4)
+    obs = np.concatenate([s.sample()["obs"] for _ in range(20000)])
+    pairs = obs[:-1] * 6 + obs[1:]
+    assert chi2_p(np.bincount(pairs, minlength=36), np.ones(36)) > P_MIN
+
+
 @pytest.mark.parametrize("which", range(5))
 def test_prefetch_gives_the_same_batches_and_state(tmp_path, which):
     store = make_store(tmp_path / "s", 300)

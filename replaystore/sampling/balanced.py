@@ -84,6 +84,8 @@ class BalancedSampler(Sampler):
         self._active = np.flatnonzero(self.p > 0).tolist()
         self._starts = [int(x) for x in starts]  # plain ints: cheap in the per-batch loop
         self._counts = [int(x) for x in counts]
+        self._starts_arr = np.asarray(starts, np.int64)
+        self._counts_arr = np.asarray(counts, np.float64)
         self._ids = [self.index._ids_view(j) for j in range(len(classes))]
         self._ring = self.index.capacity if self.index._memory is None else None
         self._gen = key
@@ -97,24 +99,27 @@ class BalancedSampler(Sampler):
     def sample_indices(self) -> np.ndarray:
         self._size()
         self._refresh()
-        b = self.batch_size
-        # class counts of the batch, then rows uniformly within each class, then a random
-        # order: the same distribution as drawing (class, row) pairs one by one
-        counts = self.rng.multinomial(b, self.p)
-        u = self.rng.random(b)
-        ids = np.empty(b, np.int64)
+        return self._drawn_ahead()
+
+    def _draw(self, rows: int) -> np.ndarray:
+        # class counts, then rows uniformly within each class, then a random order: the
+        # same distribution as drawing (class, row) pairs one by one
+        counts = self.rng.multinomial(rows, self.p)
+        u = self.rng.random(rows)
+        # positions within each class list, for all rows at once (classes in order)
+        pos = u * np.repeat(self._counts_arr, counts)
+        pos = pos.astype(np.int64)
+        pos += np.repeat(self._starts_arr, counts)
+        if self._ring is not None:
+            pos %= self._ring
+        ids = np.empty(rows, np.int64)
         a = 0
-        for j in self._active:
-            c = int(counts[j])
+        for j, c in zip(self._active, counts[self._active].tolist(), strict=True):
             if c:
-                pos = (u[a : a + c] * self._counts[j]).astype(np.int64)
-                pos += self._starts[j]
-                if self._ring is not None:
-                    pos %= self._ring
-                np.take(self._ids[j], pos, out=ids[a : a + c])
+                np.take(self._ids[j], pos[a : a + c], out=ids[a : a + c])
                 a += c
         if len(self._active) > 1:
-            ids = ids[self.rng.permutation(b)]
+            ids = ids[self.rng.permutation(rows)]
         ids -= self.store.total - self.store.size
         return ids
 

@@ -52,7 +52,7 @@ class UniformSampler(Sampler):
     def sample_indices(self) -> np.ndarray:
         n = self._size()
         if self.replacement:
-            return self.rng.integers(0, n, size=self.batch_size, dtype=np.int64)
+            return self._drawn_ahead()
         out = []
         need = self.batch_size
         while need:
@@ -66,6 +66,9 @@ class UniformSampler(Sampler):
             out.append(live - lo)
             need -= len(live)
         return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def _draw(self, rows: int) -> np.ndarray:
+        return self.rng.integers(0, self.store.size, size=rows, dtype=np.int64)
 
     def _new_epoch(self) -> None:
         if self._started:

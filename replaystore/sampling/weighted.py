@@ -91,8 +91,11 @@ class WeightedSampler(Sampler):
     def sample_indices(self) -> np.ndarray:
         self._size()
         self._refresh()
+        return self._drawn_ahead()
+
+    def _draw(self, rows: int) -> np.ndarray:
         B, n, cdf = self.BLOCK, self._n, self._cdf
-        u = self.rng.random(self.batch_size) * cdf[-1]
+        u = self.rng.random(rows) * cdf[-1]
         order = np.argsort(u)  # sorted keys: each search starts where the last one ended
         blk = np.empty(len(u), np.int64)
         blk[order] = np.searchsorted(cdf, u[order], side="right")
