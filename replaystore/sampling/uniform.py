@@ -50,7 +50,7 @@ class UniformSampler(Sampler):
         self._started = False
 
     def sample_indices(self) -> np.ndarray:
-        n = self._size()
+        self._size()
         if self.replacement:
             return self._drawn_ahead()
         out = []
