@@ -291,6 +291,8 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="page-cache-dropped and memory-limited cases (root)")
     ap.add_argument("--cgroup-mb", type=int, default=512, help="memory limit of the memory-limited case")
     ap.add_argument("--json", default=None, help="write all results here")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="main table: store and memmap alternate this many times (medians shown)")
     ap.add_argument("--sections", default="main,scaling,compressed,cold",
                     help="comma-separated subset of main,scaling,compressed,cold")
     args = ap.parse_args()
@@ -301,6 +303,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.rows, args.sizes, args.image_rows = 400_000, "200000,1000000", 20_000
+        args.rounds = 1
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results: dict = {"machine": f"{os.cpu_count()} cores", "time": time.strftime("%Y-%m-%d %H:%M")}
     out = []
@@ -316,14 +319,23 @@ def main() -> None:
         main_rows = []
         for sampler in ("uniform", "balanced", "weighted", "epoch"):
             base = dict(path=str(path), batch=batch, batches=nb, reps=7, sampler=sampler)
-            r_store = run({**base, "reader": "store"})
-            r_mm = run({**base, "reader": "memmap"})
+            # store and memmap take turns, --rounds times; the table shows medians (this
+            # host's throughput drifts by tens of percent between runs a minute apart)
+            r_store, r_mm = [], []
+            for _ in range(args.rounds):
+                r_store.append(run({**base, "reader": "store"}))
+                r_mm.append(run({**base, "reader": "memmap"}))
             r_z = run({**base, "reader": "zarr", "batches": 2, "reps": 3, "warmup": 1})
+            st = [r["rows_per_s"] for r in r_store]
+            mm = [r["rows_per_s"] for r in r_mm]
             main_rows.append({
-                "sampler": sampler, "store rows/s": r_store["rows_per_s"],
-                "memmap rows/s": r_mm["rows_per_s"], "zarr-python rows/s": r_z["rows_per_s"],
-                "store / memmap": r_store["rows_per_s"] / r_mm["rows_per_s"],
-                "store RssAnon MB": r_store["rss_anon_mb"], "memmap RssAnon MB": r_mm["rss_anon_mb"],
+                "sampler": sampler, "store rows/s": float(np.median(st)),
+                "memmap rows/s": float(np.median(mm)), "zarr-python rows/s": r_z["rows_per_s"],
+                "store / memmap": float(np.median(st)) / float(np.median(mm)),
+                "store range": f"{min(st) / 1e6:.2f}–{max(st) / 1e6:.2f}M",
+                "memmap range": f"{min(mm) / 1e6:.2f}–{max(mm) / 1e6:.2f}M",
+                "store RssAnon MB": max(r["rss_anon_mb"] for r in r_store),
+                "memmap RssAnon MB": max(r["rss_anon_mb"] for r in r_mm),
             })
         uni = main_rows[0]["store rows/s"]
         for r in main_rows:
@@ -335,7 +347,8 @@ def main() -> None:
             f"(store {disk_bytes(path) / 2**20:.0f} MiB on disk)",
             main_rows,
             ["sampler", "store rows/s", "memmap rows/s", "store / memmap", "vs uniform",
-             "zarr-python rows/s", "store RssAnon MB", "memmap RssAnon MB"]))
+             "store range", "memmap range", "zarr-python rows/s", "store RssAnon MB",
+             "memmap RssAnon MB"]))
         print(out[-1], flush=True)
 
     # 2. scaling with store size (vector, uniform)
