@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
@@ -211,7 +212,7 @@ def test_state_dict_resumes_at_every_position_of_a_draw_ahead_block(tmp_path, wh
     s = _independent(store, 5)[which]
     states, batches = [], []
     for _ in range(70):  # blocks of 1, 2, 4, ..., 32 batches and into the next one
-        states.append(s.state_dict())
+        states.append(json.loads(json.dumps(s.state_dict())))  # and it survives JSON
         batches.append(s.sample()["obs"])
     store.close()
     store = rs.open(tmp_path / "s")  # resume after reopening the store
