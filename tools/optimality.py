@@ -31,6 +31,9 @@ minibatches of 256 (``UniformSampler`` + ``agent.update``) against ``rng.integer
 indexing into the in-memory arrays + ``agent.update``.
 
 Run: ``python3 tools/optimality.py [--json results.json]``; ``--help`` for the knobs.
+``--grade-store PATH --envs LABEL`` skips the ladder and grades one existing store (for
+datasets too large for the ladder, collected in parallel and joined with
+``replaystore merge``).
 """
 
 from __future__ import annotations
@@ -371,6 +374,34 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def grade_store(args: argparse.Namespace, cases: list[EnvCase]) -> int:
+    """``--grade-store``: every gamma on one existing store, e.g. several collections
+    merged with ``replaystore merge``; the store must record the env and kwargs."""
+    if len(cases) != 1:
+        print("--grade-store needs --envs to select exactly one env", file=sys.stderr)
+        return 2
+    case = cases[0]
+    with rs.open(args.grade_store) as store:
+        info = store.env_info
+    if info.get("id") != case.env_id or info.get("kwargs", {}) != case.env_kwargs:
+        print(f"{args.grade_store}: collected from {info}, not {case.env_id} {case.env_kwargs}",
+              file=sys.stderr)
+        return 2
+    print("| env | gamma | transitions | sweeps | transitions replayed | train s | stop | V* | V^pi "
+          "| rel_gap | pass |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|")
+    results = []
+    for g in args.gammas:
+        r = train_and_grade(str(args.grade_store), case, g, args.target, args.tol)
+        results.append(r)
+        print(f"| {r['env']} | {g} | {r['transitions']:,} | {r['updates']} | "
+              f"{r['transitions_replayed']:,} | {r['train_seconds']:.1f} | {r['stop']} | "
+              f"{r['v_star']:.4g} | {r['v_pi']:.4g} | {r['rel_gap']:.2e} | "
+              f"{'pass' if r['passed'] else '**FAIL**'} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0 if all(r["passed"] for r in results) else 1
+
+
 # ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -391,6 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rows replayed per full-sweep throughput measurement (>= 3 sweeps)")
     p.add_argument("--minibatches", type=int, default=3000)
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--grade-store", type=Path, default=None,
+                   help="skip the ladder: train on this existing store (collected from the one "
+                        "env --envs selects) for every gamma and grade it")
     args = p.parse_args(argv)
     for g in args.gammas:
         if not 0.0 <= g < 1.0:
@@ -406,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         print("no env matches --envs", file=sys.stderr)
         return 2
+    if args.grade_store is not None:
+        return grade_store(args, cases)
     if args.fresh:
         for c in cases:
             shutil.rmtree(args.workdir / c.slug, ignore_errors=True)
