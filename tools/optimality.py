@@ -58,6 +58,9 @@ from replaystore.agents import QLearningAgent, policy_value_gap
 from replaystore.collect import collect
 from replaystore.training import TRAIN_FIELDS, OfflineTrainer, make_env
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data_need import offline_policy, tables  # noqa: E402  (a sibling script)
+
 GAMMAS = (0.5, 0.9, 0.95, 0.99)
 TARGET = 0.01
 SEED_STRIDE = 1000  # segment k of the ladder is collected with seed + SEED_STRIDE * k
@@ -211,6 +214,7 @@ def train_and_grade(store_path: str, case: EnvCase, gamma: float, target: float,
         "last_max_dq": res.last_max_dq,
         **gap,
         "passed": bool(gap["rel_gap"] <= target),
+        "policy": agent.greedy_policy().tolist(),
     }
 
 
@@ -387,19 +391,39 @@ def grade_store(args: argparse.Namespace, cases: list[EnvCase]) -> int:
         print(f"{args.grade_store}: collected from {info}, not {case.env_id} {case.env_kwargs}",
               file=sys.stderr)
         return 2
+    counts = _transition_counts(args.grade_store)
     print("| env | gamma | transitions | sweeps | transitions replayed | train s | stop | V* | V^pi "
-          "| rel_gap | pass |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|")
+          "| rel_gap | pass | states off the data's exact fixed point |\n"
+          "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|")
     results = []
     for g in args.gammas:
         r = train_and_grade(str(args.grade_store), case, g, args.target, args.tol)
+        # what the trainer should have converged to: value iteration on the data's model
+        env = make_env(case.env_id, case.env_kwargs)
+        exact = offline_policy(tables(env), counts, g)
+        seen = counts.sum(axis=(1, 2)) > 0
+        r["states_off_fixed_point"] = int(np.sum((np.asarray(r["policy"]) != exact) & seen))
         results.append(r)
         print(f"| {r['env']} | {g} | {r['transitions']:,} | {r['updates']} | "
               f"{r['transitions_replayed']:,} | {r['train_seconds']:.1f} | {r['stop']} | "
               f"{r['v_star']:.4g} | {r['v_pi']:.4g} | {r['rel_gap']:.2e} | "
-              f"{'pass' if r['passed'] else '**FAIL**'} |", flush=True)
+              f"{'pass' if r['passed'] else '**FAIL**'} | {r['states_off_fixed_point']} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if all(r["passed"] for r in results) else 1
+
+
+def _transition_counts(path: Path) -> np.ndarray:
+    """``counts[s, a, s']`` over every row of the store."""
+    with rs.open(path) as store:
+        ns, na = int(store.observation_space.n), int(store.action_space.n)
+        counts = np.zeros(ns * na * ns, np.int64)
+        step = 1 << 22
+        for a in range(0, len(store), step):
+            b = store.read_range(a, min(len(store), a + step), fields=["obs", "action", "next_obs"])
+            key = (b["obs"].astype(np.int64) * na + b["action"]) * ns + b["next_obs"]
+            counts += np.bincount(key, minlength=counts.size)
+    return counts.reshape(ns, na, ns)
 
 
 # ---------------------------------------------------------------------------------------
