@@ -224,6 +224,21 @@ def test_state_dict_resumes_at_every_position_of_a_draw_ahead_block(tmp_path, wh
 
 
 @pytest.mark.parametrize("which", range(3))
+def test_changing_batch_size_mid_block(tmp_path, which):
+    store = make_store(tmp_path / "s", 300)
+    s = _independent(store, 2, batch_size=16)[which]
+    for _ in range(6):  # inside a block of 4 batches
+        s.sample()
+    s.batch_size = 40
+    assert [len(s.sample()["obs"]) for _ in range(5)] == [40] * 5
+    state = json.loads(json.dumps(s.state_dict()))
+    expected = [s.sample()["obs"] for _ in range(4)]
+    fresh = _independent(store, 0, batch_size=16)[which]
+    fresh.load_state_dict(state)
+    assert all(np.array_equal(e, fresh.sample()["obs"]) for e in expected)
+
+
+@pytest.mark.parametrize("which", range(3))
 def test_draw_ahead_never_serves_rows_of_an_older_store_state(tmp_path, which):
     store = make_store(tmp_path / "s", 100, capacity=100)
     s = _independent(store, 0, batch_size=64)[which]

@@ -34,13 +34,14 @@ _DRAW_AHEAD_BATCHES = 32
 
 
 class _Ahead:
-    """Indices drawn ahead: for store state ``key``, ``batches`` batches drawn from RNG
-    state ``start``; ``pos`` rows of them handed out. ``ids`` is None after a restore."""
+    """Indices drawn ahead: for store state ``key``, ``rows`` draws (``batches`` batches)
+    from RNG state ``start``; ``pos`` of them handed out. ``ids`` is None after a restore."""
 
-    __slots__ = ("key", "batches", "start", "ids", "pos")
+    __slots__ = ("key", "batches", "rows", "start", "ids", "pos")
 
-    def __init__(self, key: tuple, batches: int, start: dict, ids: np.ndarray | None, pos: int) -> None:
-        self.key, self.batches, self.start, self.ids, self.pos = key, batches, start, ids, pos
+    def __init__(self, key: tuple, batches: int, rows: int, start: dict, ids: np.ndarray | None,
+                 pos: int) -> None:
+        self.key, self.batches, self.rows, self.start, self.ids, self.pos = key, batches, rows, start, ids, pos
 
 
 def as_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -117,14 +118,14 @@ class Sampler(ABC):
         if ah is not None and ah.key == key:
             if ah.ids is None:  # restored from a state_dict: draw that block again
                 self.rng.bit_generator.state = ah.start
-                ah.ids = self._draw(ah.batches * b)
-            if ah.pos < len(ah.ids):
+                ah.ids = self._draw(ah.rows)
+            if ah.pos + b <= len(ah.ids):  # (a changed batch_size starts a new block)
                 ah.pos += b
                 return ah.ids[ah.pos - b : ah.pos]
             batches = min(2 * ah.batches, max(1, DRAW_AHEAD_ROWS // b), _DRAW_AHEAD_BATCHES)
         start = self.rng.bit_generator.state
         ids = self._draw(batches * b)
-        self._ahead = _Ahead(key, batches, start, ids, b)
+        self._ahead = _Ahead(key, batches, len(ids), start, ids, b)
         return ids[:b]
 
     # -- sampling -------------------------------------------------------------------------
@@ -232,7 +233,8 @@ class Sampler(ABC):
         if ah is None:
             return None
         # the block is not saved, only how to draw it again
-        return {"key": list(ah.key), "batches": ah.batches, "start": ah.start, "pos": ah.pos}
+        return {"key": list(ah.key), "batches": ah.batches, "rows": ah.rows, "start": ah.start,
+                "pos": ah.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("type") != type(self).__name__:
@@ -246,7 +248,7 @@ class Sampler(ABC):
         self.batch_size = int(state["batch_size"])
         ah = state.get("ahead")
         self._ahead = None if ah is None else _Ahead(
-            tuple(ah["key"]), int(ah["batches"]), ah["start"], None, int(ah["pos"]))
+            tuple(ah["key"]), int(ah["batches"]), int(ah["rows"]), ah["start"], None, int(ah["pos"]))
         self._load_extra_state(state)
 
     def __repr__(self) -> str:
