@@ -199,11 +199,16 @@ def test_state_dict_resumes_exactly(tmp_path, which):
 
 def _independent(store, seed, batch_size=32):
     """The samplers whose batches are independent draws (drawn several batches ahead)."""
-    return [
-        rs.UniformSampler(store, batch_size=batch_size, seed=seed),
-        rs.BalancedSampler(store, by="action", batch_size=batch_size, seed=seed),
-        rs.WeightedSampler(store, weights="weight", batch_size=batch_size, seed=seed),
-    ]
+    return [_one_independent(store, seed, which, batch_size) for which in range(3)]
+
+
+def _one_independent(store, seed, which, batch_size=32):
+    kw = dict(batch_size=batch_size, seed=seed)
+    if which == 0:
+        return rs.UniformSampler(store, **kw)
+    if which == 1:
+        return rs.BalancedSampler(store, by="action", **kw)
+    return rs.WeightedSampler(store, weights="weight", **kw)
 
 
 @pytest.mark.parametrize("which", range(3))
@@ -221,6 +226,47 @@ def test_state_dict_resumes_at_every_position_of_a_draw_ahead_block(tmp_path, wh
         fresh.load_state_dict(states[k])
         for j in range(k, min(k + 5, 70)):
             assert np.array_equal(fresh.sample()["obs"], batches[j]), (k, j)
+
+
+@pytest.mark.parametrize("which", range(3))
+def test_resume_mid_block_across_closing_and_reopening_a_writer(tmp_path, which):
+    make_store(tmp_path / "s", 300).close()
+    store = rs.open(tmp_path / "s", mode="a")
+    s = _one_independent(store, 6, which)  # (a balanced sampler commits its new class index)
+    generation = store.generation
+    for _ in range(5):
+        s.sample()
+    state = s.state_dict()
+    expected = [s.sample()["obs"] for _ in range(8)]
+    store.close()  # changed nothing since: commits nothing
+    store = rs.open(tmp_path / "s", mode="a")
+    assert store.generation == generation
+    fresh = _one_independent(store, 0, which)
+    fresh.load_state_dict(state)
+    assert all(np.array_equal(e, fresh.sample()["obs"]) for e in expected)
+
+
+@pytest.mark.parametrize("which", range(3))
+def test_resume_with_a_generator_shared_with_other_code(tmp_path, which):
+    store = make_store(tmp_path / "s", 300)
+
+    def run(stop_at=None):
+        rng = np.random.default_rng(9)
+        s = _independent(store, rng)[which]
+        out, state = [], None
+        for i in range(12):
+            if i == stop_at:
+                state = s.state_dict()
+                s = _independent(store, np.random.default_rng(0))[which]
+                s.load_state_dict(state)
+                rng = s.rng
+            out.append(s.sample()["obs"])
+            rng.random(3)  # other code draws from the same generator between batches
+        return out
+
+    expected = run()
+    got = run(stop_at=6)
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
 
 
 @pytest.mark.parametrize("which", range(3))

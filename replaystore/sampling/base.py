@@ -14,6 +14,7 @@ between batches the next block is a single batch, so online use (append, sample,
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -111,15 +112,21 @@ class Sampler(ABC):
         """The next batch of :meth:`_draw`, drawn several batches at a time while the store
         holds still (call after bringing the sampler up to date with the store)."""
         store = self.store
-        key = (store.generation, store.total, store.size)
+        # the live rows are fixed by (total, size): a ring overwrite first commits a smaller
+        # size; commits that change no rows (metadata, a reopen) keep the block
+        key = (store.total, store.size)
         b = self.batch_size
         ah = self._ahead
         batches = 1
         if ah is not None and ah.key == key:
-            if ah.ids is None:  # restored from a state_dict: draw that block again
+            if ah.ids is None and ah.pos + b <= ah.rows:
+                # restored from a state_dict: draw that block again, from its RNG state, and
+                # put the RNG back where the state left it (it may be shared with others)
+                now = self.rng.bit_generator.state
                 self.rng.bit_generator.state = ah.start
                 ah.ids = self._draw(ah.rows)
-            if ah.pos + b <= len(ah.ids):  # (a changed batch_size starts a new block)
+                self.rng.bit_generator.state = now
+            if ah.ids is not None and ah.pos + b <= len(ah.ids):  # (a new batch_size: new block)
                 ah.pos += b
                 return ah.ids[ah.pos - b : ah.pos]
             batches = min(2 * ah.batches, max(1, DRAW_AHEAD_ROWS // b), _DRAW_AHEAD_BATCHES)
@@ -233,8 +240,8 @@ class Sampler(ABC):
         if ah is None:
             return None
         # the block is not saved, only how to draw it again
-        return {"key": list(ah.key), "batches": ah.batches, "rows": ah.rows, "start": ah.start,
-                "pos": ah.pos}
+        return {"key": list(ah.key), "batches": ah.batches, "rows": ah.rows,
+                "start": copy.deepcopy(ah.start), "pos": ah.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("type") != type(self).__name__:
@@ -248,7 +255,8 @@ class Sampler(ABC):
         self.batch_size = int(state["batch_size"])
         ah = state.get("ahead")
         self._ahead = None if ah is None else _Ahead(
-            tuple(ah["key"]), int(ah["batches"]), int(ah["rows"]), ah["start"], None, int(ah["pos"]))
+            tuple(ah["key"]), int(ah["batches"]), int(ah.get("rows", int(ah["batches"]) * self.batch_size)),
+            copy.deepcopy(ah["start"]), None, int(ah["pos"]))
         self._load_extra_state(state)
 
     def __repr__(self) -> str:

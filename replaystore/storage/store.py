@@ -657,7 +657,9 @@ class ReplayStore:
                 self._row_array(f).set_rows(self.total, fsync=self._fsync)
 
     def _committed_state(self) -> dict:
-        return getattr(self, "_last_committed", {})
+        # what is on disk: the last commit, or what was there when the store was opened (so
+        # closing a store that changed nothing writes nothing)
+        return getattr(self, "_last_committed", None) or self._opened_state
 
     def _write_buffer(self) -> None:
         try:
