@@ -133,10 +133,13 @@ def validate(env, t: dict, steps: int = 2_000_000) -> None:
     (n, sim), = list(simulate(t, 0, [64_000_000], walkers=100_000, burnin=1000))
     p_sim = sim.sum(axis=2).ravel() / n
     z = (real.sum(axis=2).ravel() - steps * p_sim) / np.sqrt(np.maximum(steps * p_sim, 1))
-    goal = int(np.flatnonzero(t["rew"].max(axis=(0, 1)) > 0)[-1])
     print(f"validate: max |z| over (s,a) visit counts {np.abs(z).max():.2f} "
-          f"(sum z^2 {np.sum(z ** 2):.0f}, dof ~{int((p_sim > 0).sum()) - 1}); goal visits per step "
-          f"gym {real[:, :, goal].sum() / steps:.3e}, simulator {sim[:, :, goal].sum() / n:.3e}")
+          f"(sum z^2 {np.sum(z ** 2):.0f}, dof ~{int((p_sim > 0).sum()) - 1})")
+    rewarded = np.flatnonzero(t["rew"].max(axis=(0, 1)) > 0)
+    if len(rewarded):  # e.g. FrozenLake's goal
+        goal = int(rewarded[-1])
+        print(f"validate: visits per step to state {goal} (rewarded): gym "
+              f"{real[:, :, goal].sum() / steps:.3e}, simulator {sim[:, :, goal].sum() / n:.3e}")
 
 
 def main() -> None:
