@@ -8,6 +8,7 @@ was written without keeping the data around.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from hypothesis import settings as _hyp_settings
 
 import replaystore as rs
 from replaystore.spaces import flatten_space
+from replaystore.storage.pack import RUNTIME_FILES
 
 # deterministic property tests: CI and every developer see the same examples
 _hyp_settings.register_profile("replaystore", derandomize=True, deadline=None, print_blob=True)
@@ -237,3 +239,15 @@ def assert_same_samples_and_training(a, b, samplers, batches: int = 3) -> None:
         OfflineTrainer(st, agent, seed=0).train(progress=False)
         qs.append(agent.q)
     np.testing.assert_array_equal(qs[0], qs[1])
+
+
+def store_files(root: Path) -> dict[str, bytes]:
+    """Every file of a store directory (runtime files such as the lock left out) -> its bytes."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            p = Path(dirpath) / name
+            key = p.relative_to(root).as_posix()
+            if key not in RUNTIME_FILES:
+                out[key] = p.read_bytes()
+    return out

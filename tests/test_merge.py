@@ -5,20 +5,18 @@ determinism, and the command line's one-line errors."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import STD_ACT, STD_OBS, read_all, std_batch
+from conftest import STD_ACT, STD_OBS, read_all, std_batch, store_files
 from gymnasium.spaces import Box, Discrete
 
 import replaystore as rs
 from replaystore.cli import main
 from replaystore.collect import collect
 from replaystore.merge import merge
-from replaystore.storage.pack import RUNTIME_FILES
 
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH for reproducible metadata
 
@@ -51,21 +49,9 @@ def make_store(path: Path, start: int, n: int, *, capacity=None, env_id="Env-v0"
     return path
 
 
-def files_of(root: Path) -> dict[str, bytes]:
-    """Every file of a store (runtime files left out) -> its bytes."""
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            p = Path(dirpath) / name
-            key = p.relative_to(root).as_posix()
-            if key not in RUNTIME_FILES:
-                out[key] = p.read_bytes()
-    return out
-
-
 def digest(root: Path) -> str:
     h = hashlib.sha256()
-    for k, v in sorted(files_of(root).items()):
+    for k, v in sorted(store_files(root).items()):
         h.update(k.encode() + b"\0" + v)
     return h.hexdigest()
 
@@ -279,7 +265,7 @@ def test_deterministic(tmp_path, monkeypatch):
            make_store(tmp_path / "b.zarr", 100, 45, codecs={"obs": "zstd:3"})]
     merge(tmp_path / "o1.zarr", ins, block_rows=9)
     merge(tmp_path / "o2.zarr", ins, block_rows=9)
-    f1, f2 = files_of(tmp_path / "o1.zarr"), files_of(tmp_path / "o2.zarr")
+    f1, f2 = store_files(tmp_path / "o1.zarr"), store_files(tmp_path / "o2.zarr")
     assert f1.keys() == f2.keys()
     assert [k for k in f1 if f1[k] != f2[k]] == []
     # the rows do not depend on the block size either

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 import zipfile
 from pathlib import Path
@@ -19,12 +18,13 @@ from conftest import (
     lake_rows,
     read_all,
     std_batch,
+    store_files,
 )
 from gymnasium.spaces import Discrete
 
 import replaystore as rs
 from replaystore.cli import main
-from replaystore.storage.pack import ALIGN, RUNTIME_FILES
+from replaystore.storage.pack import ALIGN
 
 
 def _store(path: Path, *, codecs=None, capacity=None, rows=20_000, chunk_rows=4096):
@@ -32,17 +32,6 @@ def _store(path: Path, *, codecs=None, capacity=None, rows=20_000, chunk_rows=40
                    chunk_rows=chunk_rows, fsync=False) as s:
         s.extend(std_batch(0, rows, term_every=7, trunc_every=50))
     return path
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            p = Path(dirpath) / n
-            rel = p.relative_to(root).as_posix()
-            if rel not in RUNTIME_FILES:
-                out[rel] = p.read_bytes()
-    return out
 
 
 @pytest.mark.parametrize("codecs,capacity", [(None, None), ("zstd:3", None), (None, 15_000),
@@ -58,7 +47,7 @@ def test_pack_open_in_place_and_unpack_byte_identical(tmp_path, codecs, capacity
         assert_batches_equal(p.read(idx), d.read(idx))
         assert p.observation_space == d.observation_space
     out = rs.unpack(z, tmp_path / "u.zarr")
-    assert _files(out) == _files(src)
+    assert store_files(out) == store_files(src)
     with rs.open(out, mode="a") as u:  # an unpacked store is a normal, writable store
         u.extend(std_batch(20_000, 10))
     assert rs.verify(out).ok
@@ -166,7 +155,7 @@ def test_cli_pack_use_in_place_unpack(tmp_path):
     assert "500" in info
     res = r.invoke(main, ["unpack", str(tmp_path / "s.zip"), str(tmp_path / "u.zarr")])
     assert res.exit_code == 0, res.output
-    assert _files(tmp_path / "u.zarr") == _files(src)
+    assert store_files(tmp_path / "u.zarr") == store_files(src)
     for args in (["pack", str(src), str(tmp_path / "s.zip")],
                  ["unpack", str(tmp_path / "s.zip"), str(tmp_path / "u.zarr")],
                  ["pack", str(tmp_path / "nothing"), str(tmp_path / "n.zip")],
