@@ -82,10 +82,8 @@ class BalancedSampler(Sampler):
         self.classes = classes
         self.p = w / w.sum()
         self._active = np.flatnonzero(self.p > 0).tolist()
-        self._starts = [int(x) for x in starts]  # plain ints: cheap in the per-batch loop
-        self._counts = [int(x) for x in counts]
-        self._starts_arr = np.asarray(starts, np.int64)
-        self._counts_arr = np.asarray(counts, np.float64)
+        self._starts = np.asarray(starts, np.int64)  # live range of each class list
+        self._counts = np.asarray(counts, np.float64)
         self._ids = [self.index._ids_view(j) for j in range(len(classes))]
         self._ring = self.index.capacity if self.index._memory is None else None
         self._gen = key
@@ -107,9 +105,9 @@ class BalancedSampler(Sampler):
         counts = self.rng.multinomial(rows, self.p)
         u = self.rng.random(rows)
         # positions within each class list, for all rows at once (classes in order)
-        pos = u * np.repeat(self._counts_arr, counts)
+        pos = u * np.repeat(self._counts, counts)
         pos = pos.astype(np.int64)
-        pos += np.repeat(self._starts_arr, counts)
+        pos += np.repeat(self._starts, counts)
         if self._ring is not None:
             pos %= self._ring
         ids = np.empty(rows, np.int64)
