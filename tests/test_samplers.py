@@ -434,3 +434,19 @@ def test_errors(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rs.BalancedSampler(store, by="action", batch_size=4, seed=0).sample()
+
+
+def test_state_dict_is_a_copy(tmp_path):
+    store = make_store(tmp_path / "s", 300)
+    s = rs.UniformSampler(store, batch_size=16, seed=1)
+    for _ in range(4):
+        s.sample()
+    state = s.state_dict()
+    before = json.loads(json.dumps(state))
+    state["ahead"]["start"]["state"]["state"] = "edited by the caller"
+    assert json.loads(json.dumps(s.state_dict()))["ahead"]["start"] == before["ahead"]["start"]
+    expected = [s.sample()["obs"] for _ in range(6)]
+    fresh = rs.UniformSampler(store, batch_size=16, seed=0)
+    fresh.load_state_dict(before)
+    before["ahead"]["start"]["state"]["state"] = "edited after loading"
+    assert all(np.array_equal(e, fresh.sample()["obs"]) for e in expected)
