@@ -1,138 +1,159 @@
-"""pandas views of a store: rows as a DataFrame, one row per episode.
+"""pandas views of a store: rows as a DataFrame, one row per episode, a sampled batch,
+and the summary ``replaystore info`` prints.
 
-Both read the store block by block, so they work on stores much larger than RAM as
-long as what is asked for fits.
+``to_pandas`` and ``episodes`` live with the store (:mod:`replaystore.storage.frames`,
+so ``store.to_pandas()`` needs nothing above the storage layer) and are re-exported here.
 
 >>> import tempfile, gymnasium as gym, replaystore as rs
 >>> s = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(3))
 >>> s.extend({"obs": [[0, 0], [1, 1]], "action": [0, 2], "reward": [1.0, 2.0],
 ...           "next_obs": [[1, 1], [2, 2]], "terminated": [False, True], "truncated": [False, False]})
->>> s.to_pandas(fields=["obs", "action", "reward"]).columns.tolist()
+>>> to_pandas(s, fields=["obs", "action", "reward"]).columns.tolist()
 ['obs_0', 'obs_1', 'action', 'reward']
->>> s.episodes()[["episode", "length", "return", "terminated"]].values.tolist()
-[[0, 2, 3.0, True]]
 >>> s.close()
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import TYPE_CHECKING
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from . import spaces
+from .sampling import BalancedSampler, UniformSampler
+from .storage.frames import BLOCK_ROWS, columns, episodes, to_pandas
+
 if TYPE_CHECKING:
-    from .storage.store import ReplayStore
+    from .storage import ReplayStore
 
-__all__ = ["to_pandas", "episodes", "BLOCK_ROWS"]
-
-BLOCK_ROWS = 1 << 20
-
-
-def _columns(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
-    if values.ndim == 1:
-        return {name: values}
-    flat = values.reshape(len(values), int(np.prod(values.shape[1:], dtype=np.int64)))
-    if values.ndim == 2:
-        return {f"{name}_{i}": flat[:, i] for i in range(flat.shape[1])}
-    return {
-        f"{name}_{'_'.join(map(str, ix))}": flat[:, j]
-        for j, ix in enumerate(np.ndindex(*values.shape[1:]))
-    }
+__all__ = ["to_pandas", "episodes", "columns", "batch_frame", "sample_frame", "frame_text",
+           "human_bytes", "summary", "StoreSummary", "BLOCK_ROWS"]
 
 
-def to_pandas(
-    store: ReplayStore,
-    fields=None,
-    start: int | None = None,
-    stop: int | None = None,
-    *,
-    max_columns_per_field: int = 64,
-) -> pd.DataFrame:
-    """Logical rows ``[start, stop)`` as a DataFrame.
+def batch_frame(batch: Mapping[str, np.ndarray], *, max_columns_per_field: int = 64) -> pd.DataFrame:
+    """A sampled batch (dict of aligned arrays) as a DataFrame, one column per component;
+    fields wider than ``max_columns_per_field`` (images) are left out.
 
-    Vector fields become one column per component (``obs_0``, ``obs_1``, ...). A field
-    with more than ``max_columns_per_field`` components (an image, say) is left out with
-    a warning unless it was asked for by name. The index is the logical row number.
+    >>> batch_frame({"obs": np.zeros((2, 2)), "action": np.array([1, 0])}).columns.tolist()
+    ['obs_0', 'obs_1', 'action']
     """
-    n = len(store)
-    start, stop, _ = slice(start, stop).indices(n)
-    stop = max(start, stop)
-    explicit = fields is not None
-    names = store.schema.select(fields)
-    wide = [
-        nm for nm in names
-        if int(np.prod(store.schema[nm].shape, dtype=np.int64)) > max_columns_per_field
-    ]
-    if wide and not explicit:
-        warnings.warn(
-            f"to_pandas: left out wide field(s) {wide} (more than {max_columns_per_field} columns "
-            "each); ask for them with fields=[...] or raise max_columns_per_field",
-            stacklevel=3,
-        )
-        names = tuple(nm for nm in names if nm not in wide)
-    data = store.read_range(start, stop, fields=names)
     cols: dict[str, np.ndarray] = {}
-    for nm in names:
-        cols.update(_columns(nm, data[nm]))
-    return pd.DataFrame(cols, index=pd.RangeIndex(start, stop, name="row"))
+    for name, values in batch.items():
+        if int(np.prod(values.shape[1:], dtype=np.int64)) <= max_columns_per_field:
+            cols.update(columns(name, values))
+    return pd.DataFrame(cols)
 
 
-def episodes(store: ReplayStore, *, block_rows: int = BLOCK_ROWS) -> pd.DataFrame:
-    """One row per episode: ``episode, first_row, length, return, terminated, truncated``.
+def sample_frame(
+    store: ReplayStore,
+    *,
+    batch_size: int = 8,
+    balanced_by: str | None = None,
+    seed: int | None = 0,
+    fields: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One seeded batch as a DataFrame (what ``replaystore sample`` prints): uniform, or
+    class-balanced by a discrete field (``balanced_by``, e.g. ``"action"``)."""
+    if balanced_by:
+        sampler = BalancedSampler(store, by=balanced_by, batch_size=batch_size, seed=seed,
+                                  fields=fields)
+    else:
+        sampler = UniformSampler(store, batch_size=batch_size, seed=seed, fields=fields)
+    return batch_frame(sampler.sample())
 
-    ``first_row`` is the logical row of the episode's first stored transition; ``complete``
-    is false for an episode whose start a ring has already evicted (or that is still
-    running). Reads only the ``episode``, ``reward``, ``terminated`` and ``truncated``
-    fields, a block at a time.
+
+def frame_text(df: pd.DataFrame, *, index: bool = True) -> str:
+    """A DataFrame as plain text, up to 200 characters and 30 columns wide."""
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        return df.to_string(index=index)
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes in B, KiB, MiB or GiB.
+
+    >>> human_bytes(512), human_bytes(3 * 2**20)
+    ('512 B', '3.0 MiB')
     """
-    cols = ["episode", "first_row", "length", "return", "terminated", "truncated", "complete"]
-    n = len(store)
-    parts = []
-    for a in range(0, n, block_rows):
-        b = min(n, a + block_rows)
-        d = store.read_range(a, b, fields=["episode", "step", "reward", "terminated", "truncated"])
-        df = pd.DataFrame(
-            {
-                "episode": d["episode"],
-                "row": np.arange(a, b, dtype=np.int64),
-                "step": d["step"],
-                "reward": d["reward"].astype(np.float64),
-                "terminated": d["terminated"],
-                "truncated": d["truncated"],
-            }
-        )
-        g = df.groupby("episode", sort=False)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "first_row": g["row"].min(),
-                    "first_step": g["step"].min(),
-                    "length": g.size(),
-                    "return": g["reward"].sum(),
-                    "terminated": g["terminated"].any(),
-                    "truncated": g["truncated"].any(),
-                }
-            )
-        )
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            cols, ["int64", "int64", "int64", "float64", "bool", "bool", "bool"], strict=True)})
-    allp = pd.concat(parts)
-    g = allp.groupby(level=0, sort=False)
-    out = pd.DataFrame(
-        {
-            "first_row": g["first_row"].min(),
-            "first_step": g["first_step"].min(),
-            "length": g["length"].sum(),
-            "return": g["return"].sum(),
-            "terminated": g["terminated"].any(),
-            "truncated": g["truncated"].any(),
-        }
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What a store holds, as ``replaystore info`` prints it (:meth:`lines`)."""
+
+    path: str
+    format_version: int
+    created: Mapping[str, Any]
+    env: Mapping[str, Any]
+    rows: int
+    total: int
+    capacity: int | None
+    episodes: int
+    complete_episodes: int
+    observation: str | None
+    action: str | None
+    fields: tuple[tuple[str, str, tuple[int, ...], int, str | None, int], ...]
+    """``(name, dtype, shape, chunk rows, codec, bytes on disk)`` of every field"""
+
+    def lines(self) -> list[str]:
+        env = self.env.get("id") or "-"
+        if self.env.get("kwargs"):
+            env += f" {json.dumps(self.env.get('kwargs'))}"
+        cap = "unbounded" if self.capacity is None else f"{self.capacity:,} (ring)"
+        lines = [
+            f"store:          {self.path}",
+            f"format version: {self.format_version} (replaystore "
+            f"{self.created.get('replaystore_version')}, created {self.created.get('time')})",
+            f"env:            {env}",
+            f"rows:           {self.rows:,} (total written {self.total:,})",
+            f"capacity:       {cap}",
+            f"episodes:       {self.episodes:,} ({self.complete_episodes:,} complete)",
+        ]
+        if self.observation is not None:
+            lines.append(f"observation:    {self.observation}")
+            lines.append(f"action:         {self.action}")
+        lines.append("fields:")
+        lines.append(f"  {'name':<16}{'dtype':<9}{'shape':<12}{'chunk rows':>11}  {'codec':<12}{'on disk':>10}")
+        for name, dtype, shape, chunk_rows, codec, size in self.fields:
+            lines.append(f"  {name:<16}{dtype:<9}{str(shape):<12}{chunk_rows:>11,}  "
+                         f"{codec or 'none':<12}{human_bytes(size):>10}")
+        lines.append(f"  {'total':<60}{human_bytes(sum(f[-1] for f in self.fields)):>10}")
+        return lines
+
+
+def summary(store: ReplayStore) -> StoreSummary:
+    """Schema, spaces, rows, episodes, capacity, chunking and size on disk of ``store``.
+
+    >>> import tempfile, gymnasium as gym, replaystore as rs
+    >>> s = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Discrete(3), gym.spaces.Discrete(2))
+    >>> summary(s).lines()[4]
+    'capacity:       unbounded'
+    >>> s.close()
+    """
+    meta = store.metadata
+    sizes = store.nbytes_on_disk()
+    ep = store.episodes()
+    obs = store.observation_space
+    return StoreSummary(
+        path=str(store.path),
+        format_version=store.format_version,
+        created=meta.get("created", {}),
+        env=meta.get("env", {}),
+        rows=len(store),
+        total=store.total,
+        capacity=store.capacity,
+        episodes=len(ep),
+        complete_episodes=int(ep["complete"].sum()) if len(ep) else 0,
+        observation=None if obs is None else spaces.describe(obs),
+        action=None if obs is None else spaces.describe(store.action_space),
+        fields=tuple((f.name, f.dtype.name, tuple(f.shape), f.chunk_rows, f.codec, sizes[f.name])
+                     for f in store.schema),
     )
-    out.index.name = "episode"
-    out = out.reset_index().sort_values("first_row", kind="stable").reset_index(drop=True)
-    out["complete"] = (out["first_step"] == 0) & (out["terminated"] | out["truncated"])
-    out = out.drop(columns="first_step")
-    return out[cols]

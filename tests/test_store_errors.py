@@ -525,6 +525,7 @@ SECOND_WRITER = """
 
 
 def test_second_writer_in_process(std_store, tmp_store_path):
+    std_store.flush()  # reading no longer commits: make the 3 buffered rows visible to readers
     snap = _snapshot(std_store)
     with pytest.raises(StoreLockedError) as ei:
         rs.open(tmp_store_path, "a")

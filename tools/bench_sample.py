@@ -148,8 +148,10 @@ def warm_through_store(store) -> None:
     mappings, so the kernel reads (and, with 2 MiB pages, maps) large folios."""
     n = len(store)
     for f in store.schema:
-        if store._mapped(f):
-            a = store._view(f).array[:n]
+        view = store.mapped_view(f.name) if hasattr(store, "mapped_view") else (
+            store._view(f) if store._mapped(f) else None)  # (the pre-refactor API, for A/B runs)
+        if view is not None:
+            a = view.array[:n]
             flat = a.reshape(len(a), -1).view(np.uint8).reshape(-1) if a.size else a
             int(flat[::4096].sum()) if flat.size else None
         else:

@@ -51,15 +51,21 @@ class BalancedSampler(Sampler):
 
     def _refresh(self, force: bool = False) -> None:
         store = self.store
-        key = (store.generation, store.total, store.size)
+        key = store.version
         if not force and key == self._gen:
             return
         if self.index.covered < store.total:
             self.index = store.class_index(self.by, key_fields=self.index.spec.fields or None,
                                            key_name=self.index.spec.name)
-        lo, hi = store.total - store.size, store.total
-        starts, counts = self.index.live_ranges(lo, hi)
+        lo, _ = store.id_range
+        # committed rows come from the index, rows still in the write buffer from the buffer
+        starts, counts = self.index.live_ranges(lo, store.total)
         classes = list(self.index.classes)
+        ids = [self.index.ids_view(j) for j in range(len(classes))]
+        tail = self._tail_ids(lo, classes, ids)
+        starts = np.concatenate([starts, np.zeros(len(classes) - len(starts), np.int64)])
+        counts = np.concatenate([counts, np.zeros(len(classes) - len(counts), np.int64)])
+        totals = counts + np.array([len(t) for t in tail], np.int64)
         w = np.ones(len(classes))
         if self.class_weights is not None:
             unknown = [c for c in self.class_weights if _as_int(c) not in classes]
@@ -68,12 +74,12 @@ class BalancedSampler(Sampler):
                     f"{store.path}: class_weights name classes {unknown} that have no rows in "
                     f"{self.index.spec.name!r}; they are skipped", stacklevel=3)
             w = np.array([float(self._weight_of(c)) for c in classes])
-        empty = [c for c, n, wt in zip(classes, counts, w, strict=True) if n == 0 and wt > 0]
+        empty = [c for c, n, wt in zip(classes, totals, w, strict=True) if n == 0 and wt > 0]
         if empty and force:
             warnings.warn(
                 f"{store.path}: classes {empty} of {self.index.spec.name!r} have no stored rows; "
                 "they are skipped", stacklevel=3)
-        w = np.where(counts > 0, w, 0.0)
+        w = np.where(totals > 0, w, 0.0)
         if w.sum() <= 0:
             raise SamplerError(
                 f"{store.path}: no class of {self.index.spec.name!r} has both stored rows and a "
@@ -82,11 +88,33 @@ class BalancedSampler(Sampler):
         self.classes = classes
         self.p = w / w.sum()
         self._active = np.flatnonzero(self.p > 0).tolist()
-        self._starts = np.asarray(starts, np.int64)  # live range of each class list
-        self._counts = np.asarray(counts, np.float64)
-        self._ids = [self.index._ids_view(j) for j in range(len(classes))]
-        self._ring = self.index.capacity if self.index._memory is None else None
+        self._starts = starts  # live range of each class list
+        self._committed = counts
+        self._counts = totals.astype(np.float64)
+        self._ids = ids
+        self._tail = tail if any(len(t) for t in tail) else None
+        self._ring = self.index.ring
+        self._lo = lo
         self._gen = key
+
+    def _tail_ids(self, lo: int, classes: list[int], ids: list[np.ndarray]) -> list[np.ndarray]:
+        """Global ids of the buffered rows of each class (classes seen only there are added)."""
+        store = self.store
+        tail = [np.empty(0, np.int64) for _ in classes]
+        if not store.buffered:
+            return tail
+        keys = self.index.spec.keys(store.buffered_rows(self.index.spec.needs()))
+        first = store.total
+        row_ids = np.arange(first, first + len(keys), dtype=np.int64)
+        keep = row_ids >= lo
+        keys, row_ids = keys[keep], row_ids[keep]
+        for value in np.unique(keys).tolist():
+            if value not in classes:
+                classes.append(int(value))
+                ids.append(np.empty(0, np.int64))
+                tail.append(np.empty(0, np.int64))
+            tail[classes.index(value)] = row_ids[keys == value]
+        return tail
 
     def _weight_of(self, c: int) -> float:
         for k, v in self.class_weights.items():
@@ -104,22 +132,39 @@ class BalancedSampler(Sampler):
         # same distribution as drawing (class, row) pairs one by one
         counts = self.rng.multinomial(rows, self.p)
         u = self.rng.random(rows)
-        # positions within each class list, for all rows at once (classes in order)
+        # positions within each class (committed list, then buffered rows), all rows at once
         pos = u * np.repeat(self._counts, counts)
         pos = pos.astype(np.int64)
-        pos += np.repeat(self._starts, counts)
-        if self._ring is not None:
-            pos %= self._ring
         ids = np.empty(rows, np.int64)
-        a = 0
-        for j, c in zip(self._active, counts[self._active].tolist(), strict=True):
-            if c:
-                np.take(self._ids[j], pos[a : a + c], out=ids[a : a + c])
-                a += c
+        if self._tail is None:
+            pos += np.repeat(self._starts, counts)
+            if self._ring is not None:
+                pos %= self._ring
+            a = 0
+            for j, c in zip(self._active, counts[self._active].tolist(), strict=True):
+                if c:
+                    np.take(self._ids[j], pos[a : a + c], out=ids[a : a + c])
+                    a += c
+        else:
+            self._draw_with_tail(counts, pos, ids)
         if len(self._active) > 1:
             ids = ids[self.rng.permutation(rows)]
-        ids -= self.store.total - self.store.size
+        ids -= self._lo
         return ids
+
+    def _draw_with_tail(self, counts: np.ndarray, pos: np.ndarray, ids: np.ndarray) -> None:
+        a = 0
+        for j, c in zip(self._active, counts[self._active].tolist(), strict=True):
+            if not c:
+                continue
+            seg, out = pos[a : a + c], ids[a : a + c]
+            old = seg < self._committed[j]
+            p = seg[old] + self._starts[j]
+            if self._ring is not None:
+                p %= self._ring
+            out[old] = self._ids[j][p]
+            out[~old] = self._tail[j][seg[~old] - self._committed[j]]
+            a += c
 
     def _extra_state(self) -> dict[str, Any]:
         return {"by": self.index.spec.name}

@@ -6,9 +6,12 @@ and any epoch position so a run can stop and resume with the very same batches.
 Samplers whose batches are independent draws (uniform with replacement, balanced,
 weighted) draw the indices of several batches at once: the fixed cost of each numpy and
 RNG call (a few microseconds, a large share of a 256-row batch) is then paid once per
-block. A block is only used while the store holds still; when rows are added or evicted
-between batches the next block is a single batch, so online use (append, sample, append,
-...) draws nothing it throws away. Blocks grow 1, 2, 4, ... batches up to
+block. A block is only used while the store holds still (its :attr:`ReplayStore.version` is
+unchanged); when rows are added or evicted between batches the next block is a single
+batch, so online use (append, sample, append, ...) draws nothing it throws away.
+
+Sampling never writes: in the writer's own process a sampler sees the rows still in the
+write buffer too, without flushing them. Blocks grow 1, 2, 4, ... batches up to
 :data:`DRAW_AHEAD_ROWS` rows.
 """
 
@@ -23,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmptyStoreError, SamplerError
-from ..storage.store import ReplayStore
-from .reader import BatchReader
+from ..storage import TORN_RETRIES, ReplayStore
 
 __all__ = ["DRAW_AHEAD_ROWS", "Sampler", "as_generator"]
 
@@ -84,11 +86,10 @@ class Sampler(ABC):
         if not isinstance(batch_size, int | np.integer) or isinstance(batch_size, bool) or batch_size <= 0:
             raise SamplerError(f"batch_size must be a positive int, got {batch_size!r}")
         self.store = store
-        store._publish()  # rows appended but not yet flushed become readable
         self.batch_size = int(batch_size)
         self.rng = as_generator(seed)
         self.fields = store.schema.select(fields)
-        self.reader = BatchReader(store, self.fields, readahead=readahead)
+        self.reader = store.batch_reader(self.fields, readahead=readahead)
         self._ahead: _Ahead | None = None
 
     # -- what subclasses provide ----------------------------------------------------------
@@ -110,9 +111,7 @@ class Sampler(ABC):
     # -- helpers for subclasses -----------------------------------------------------------
     def _size(self) -> int:
         store = self.store
-        if store.mode == "a":
-            store._publish()
-        n = store.size
+        n = len(store)
         if n == 0:
             raise EmptyStoreError(f"{store.path}: cannot sample from an empty store")
         return n
@@ -120,10 +119,9 @@ class Sampler(ABC):
     def _drawn_ahead(self) -> np.ndarray:
         """The next batch of :meth:`_draw`, drawn several batches at a time while the store
         holds still (call after bringing the sampler up to date with the store)."""
-        store = self.store
-        # the live rows are fixed by (total, size): a ring overwrite first commits a smaller
-        # size; commits that change no rows (metadata, a reopen) keep the block
-        key = (store.total, store.size)
+        # the readable rows are fixed by the store's version; commits that change no rows
+        # (flushing the buffer, metadata, a reopen) keep the block
+        key = self.store.version
         b = self.batch_size
         ah = self._ahead
         batches = 1
@@ -150,7 +148,7 @@ class Sampler(ABC):
         return self._read_batch(self.sample_indices())
 
     def _read_batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        for _ in range(1000):
+        for _ in range(TORN_RETRIES):
             batch = self.reader.read(idx)
             if batch is not None:
                 return batch

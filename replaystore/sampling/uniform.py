@@ -61,24 +61,24 @@ class UniformSampler(Sampler):
             m = min(need, self._epoch_n - self._pos)
             ids = self._epoch_ids(self._pos, self._pos + m)
             self._pos += m
-            lo = self.store.total - self.store.size
+            lo = self.store.id_range[0]
             live = ids[ids >= lo]  # skip rows evicted since the epoch began
             out.append(live - lo)
             need -= len(live)
         return np.concatenate(out) if len(out) > 1 else out[0]
 
     def _draw(self, rows: int) -> np.ndarray:
-        return self.rng.integers(0, self.store.size, size=rows, dtype=np.int64)
+        return self.rng.integers(0, len(self.store), size=rows, dtype=np.int64)
 
     def _new_epoch(self) -> None:
         if self._started:
             self.epoch += 1
         self._started = True
         store = self.store
-        self._epoch_n = store.size
+        self._epoch_lo, hi = store.id_range
+        self._epoch_n = hi - self._epoch_lo
         if self._epoch_n == 0:
             raise SamplerError(f"{store.path}: cannot run an epoch over an empty store")
-        self._epoch_lo = store.total - store.size
         self._pos = 0
         self._epoch_rng = self.rng.bit_generator.state
         if self._epoch_n <= self._exact_max:

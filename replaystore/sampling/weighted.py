@@ -57,10 +57,10 @@ class WeightedSampler(Sampler):
 
     def _refresh(self) -> None:
         store = self.store
-        key = (store.generation, store.total, store.size)
+        key = store.version
         if key == self._gen:
             return
-        n = store.size
+        n = len(store)
         what = (f"{store.path}: weights array" if self.weights_field is None
                 else f"{store.path}: weights field {self.weights_field!r}")
         if self._array is not None and len(self._array) != n:
@@ -108,8 +108,7 @@ class WeightedSampler(Sampler):
         if self._array is not None:
             w = self._array[flat]
         else:
-            f = self.store.schema[self.weights_field]
-            w = self.store._gather(f, self.store.physical(flat), np.empty(len(flat), f.dtype))
+            w = self.store.gather(self.weights_field, flat)
         w = np.where(inside, w.reshape(len(blk), B), 0.0)
         cum = np.cumsum(w, axis=1)
         k = (cum <= rest[:, None]).sum(axis=1)

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import zarr
 
-from .files import atomic_write_json, chunk_path, read_json
+from .files import atomic_write_json, read_json
+from .layout import array_doc, chunk_key, chunk_path
 from .mapping import MADV_NORMAL, ChunkedView
 
 __all__ = ["RowArray", "create_row_array"]
@@ -22,21 +22,13 @@ __all__ = ["RowArray", "create_row_array"]
 _MAX_OPEN_FILES = 256
 
 
-def create_row_array(
-    path: Path, dtype, shape: tuple[int, ...], chunk_rows: int, rows: int = 0, codecs=None
-) -> None:
-    """Create the Zarr v3 array metadata for a row array (no chunk files yet)."""
-    dt = np.dtype(dtype)
-    zarr.create_array(
-        str(path),
-        shape=(rows, *shape),
-        chunks=(chunk_rows, *shape),
-        dtype=dt,
-        compressors=codecs,
-        fill_value=False if dt.kind == "b" else 0,
-        config={"write_empty_chunks": True},
-        zarr_format=3,
-    )
+def create_row_array(path: Path, dtype, shape: tuple[int, ...], chunk_rows: int, rows: int = 0) -> None:
+    """Create the Zarr v3 array metadata for an uncompressed row array (no chunk files yet).
+
+    Written directly (not through zarr-python), so that a writer closed by the garbage
+    collector in the middle of another zarr call never waits on zarr's event loop."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(path) / "zarr.json", array_doc(dtype, shape, chunk_rows, rows))
 
 
 class RowArray:
@@ -106,23 +98,30 @@ class RowArray:
             src += m
 
     def read_bytes(self, a: int, b: int) -> bytes:
-        """Raw little-endian bytes of physical rows ``[a, b)``, read from the chunk files."""
+        """Raw little-endian bytes of physical rows ``[a, b)``, read from the chunk files
+        (``OSError`` naming the chunk file when one is missing or not a whole chunk)."""
         cr, rb = self.chunk_rows, self.row_bytes
         parts = []
         pos = a
         while pos < b:
             k, off = divmod(pos, cr)
             m = min(b - pos, cr - off)
-            path = chunk_path(self.path.parent, self.path.name, k, len(self.shape))
+            rel = chunk_key(self.path.name, k, len(self.shape))
             fd = self._fds.get(k)
             if fd is None:
-                with open(path, "rb") as fh:
-                    fh.seek(off * rb)
-                    data = fh.read(m * rb)
+                try:
+                    with open(self.path.parent / rel, "rb") as fh:
+                        size = os.fstat(fh.fileno()).st_size
+                        fh.seek(off * rb)
+                        data = fh.read(m * rb)
+                except FileNotFoundError:
+                    raise OSError(f"chunk file {rel} is missing") from None
+                if size != self.chunk_bytes:
+                    raise OSError(f"chunk file {rel} has {size} bytes, expected {self.chunk_bytes}")
             else:
                 data = os.pread(fd, m * rb, off * rb)
             if len(data) != m * rb:
-                raise OSError(f"{path}: chunk {k} is shorter than {(off + m) * rb} bytes")
+                raise OSError(f"chunk file {rel} is shorter than {(off + m) * rb} bytes")
             parts.append(data)
             pos += m
         return b"".join(parts)

@@ -14,20 +14,14 @@ import zarr
 
 from .. import spaces as _spaces
 from ..errors import NotAStoreError, SchemaError, StoreExistsError, StoreModeError
-from .location import resolve
-from .metadata import FORMAT_VERSION, _json_copy, _load_meta, _version, _write_group, now_iso
-from .schema import Field, Schema
+from .backends import resolve
+from .metadata import FORMAT_VERSION, json_copy, load_meta, now_iso, package_version, write_group
+from .schema import SCALAR_FIELDS, Field, Schema
 from .store import ReplayStore
 
 __all__ = ["create"]
 
-_SCALARS = (
-    Field("reward", "float32"),
-    Field("terminated", "bool"),
-    Field("truncated", "bool"),
-    Field("episode", "int64"),
-    Field("step", "int64"),
-)
+_SCALARS = tuple(Field(name, dtype) for name, dtype in SCALAR_FIELDS)
 
 
 def _as_field(spec: Any, chunk_rows, codecs) -> Field:
@@ -145,51 +139,84 @@ def create(
     >>> s.close()
     """
     loc = resolve(path, storage_options)
-    if loc.kind == "zip" or (loc.local is not None and loc.local.suffix.lower() == ".zip"):
+    if not loc.writable or (loc.local is not None and loc.local.suffix.lower() == ".zip"):
         raise StoreModeError(
             f"{path}: a .zip store is read-only; create a directory store and pack it with "
             "replaystore.pack (or `replaystore pack`)"
         )
     root = loc.local if loc.local is not None else loc.name
-    if capacity is not None:
-        if not isinstance(capacity, int | np.integer) or isinstance(capacity, bool) or capacity <= 0:
-            raise SchemaError(f"{root}: capacity must be a positive int or None, got {capacity!r}")
-        capacity = int(capacity)
+    capacity = _check_capacity(capacity, root)
     schema, spaces_json = _build_schema(
         observation_space, action_space, fields, extra_fields, chunk_rows, codecs
     )
     if loc.local is None:
         _clear_remote(loc, overwrite)
-    elif root.exists():
-        if overwrite and (root / "zarr.json").exists():
-            try:
-                _load_meta(root)
-            except NotAStoreError:
-                raise NotAStoreError(
-                    f"{root}: refusing to overwrite a path that is not a replaystore store"
-                ) from None
-            shutil.rmtree(root)
-        elif root.is_dir() and not any(root.iterdir()):
-            pass
-        elif overwrite and root.is_dir() and not (root / "zarr.json").exists():
-            raise NotAStoreError(f"{root}: refusing to overwrite a non-empty directory that is not a store")
-        else:
-            raise StoreExistsError(
-                f"{root}: already exists; open it with replaystore.open(path, mode='a') "
-                "to append, or pass overwrite=True"
-            )
+    else:
+        _clear_local(root, overwrite)
     if capacity is not None:
-        # a ring never needs chunks longer than itself
-        schema = Schema(
-            [
-                Field(f.name, f.dtype, f.shape, min(f.chunk_rows, _ceil_pow2(capacity)), f.codec, f.meta)
-                if f.chunk_rows > capacity
-                else f
-                for f in schema
-            ]
+        schema = _fit_ring(schema, capacity)
+    info_copy = json_copy(info or {}, root, "info")
+    _create_arrays(loc, schema, capacity)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": {
+            "replaystore_version": package_version(),
+            "time": now_iso(),
+            "zarr_version": zarr.__version__,
+        },
+        "capacity": capacity,
+        "fields": schema.to_json(),
+        "spaces": spaces_json,
+        "env": {"id": env_id} if env_id else {},
+        "info": info_copy,
+    }
+    state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
+    write_group(loc, meta, state, fsync=True)
+    return ReplayStore(loc, "a", **options)
+
+
+def _check_capacity(capacity: Any, root: Any) -> int | None:
+    if capacity is None:
+        return None
+    if not isinstance(capacity, int | np.integer) or isinstance(capacity, bool) or capacity <= 0:
+        raise SchemaError(f"{root}: capacity must be a positive int or None, got {capacity!r}")
+    return int(capacity)
+
+
+def _clear_local(root, overwrite: bool) -> None:
+    """Refuse to create over anything but an empty directory, unless ``overwrite`` and it is
+    a store (then it is deleted)."""
+    if not root.exists():
+        return
+    if overwrite and (root / "zarr.json").exists():
+        try:
+            load_meta(root)
+        except NotAStoreError:
+            raise NotAStoreError(f"{root}: refusing to overwrite a path that is not a replaystore store") from None
+        shutil.rmtree(root)
+    elif root.is_dir() and not any(root.iterdir()):
+        pass
+    elif overwrite and root.is_dir() and not (root / "zarr.json").exists():
+        raise NotAStoreError(f"{root}: refusing to overwrite a non-empty directory that is not a store")
+    else:
+        raise StoreExistsError(
+            f"{root}: already exists; open it with replaystore.open(path, mode='a') "
+            "to append, or pass overwrite=True"
         )
-    info_copy = _json_copy(info or {}, root, "info")
-    target = str(root) if loc.local is not None else loc.zarr_store(read_only=False)
+
+
+def _fit_ring(schema: Schema, capacity: int) -> Schema:
+    """A ring never needs chunks longer than itself."""
+    return Schema([
+        Field(f.name, f.dtype, f.shape, min(f.chunk_rows, _ceil_pow2(capacity)), f.codec, f.meta)
+        if f.chunk_rows > capacity else f
+        for f in schema
+    ])
+
+
+def _create_arrays(loc, schema: Schema, capacity: int | None) -> None:
+    """One Zarr v3 array per field under a new group (its metadata is written last)."""
+    target = str(loc.local) if loc.local is not None else loc.zarr_store(read_only=False)
     group = zarr.open_group(target, mode="w-", zarr_format=3)
     for f in schema:
         group.create_array(
@@ -201,22 +228,6 @@ def create(
             fill_value=False if f.dtype.kind == "b" else 0,
             config={"write_empty_chunks": True},
         )
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "created": {
-            "replaystore_version": _version(),
-            "time": now_iso(),
-            "zarr_version": zarr.__version__,
-        },
-        "capacity": capacity,
-        "fields": schema.to_json(),
-        "spaces": spaces_json,
-        "env": {"id": env_id} if env_id else {},
-        "info": info_copy,
-    }
-    state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
-    _write_group(loc, meta, state, fsync=True)
-    return ReplayStore(loc, "a", **options)
 
 
 def _clear_remote(loc, overwrite: bool) -> None:
@@ -229,7 +240,7 @@ def _clear_remote(loc, overwrite: bool) -> None:
             "or pass overwrite=True"
         )
     try:
-        _load_meta(loc)
+        load_meta(loc)
     except NotAStoreError:
         raise NotAStoreError(f"{loc}: refusing to overwrite a location that is not a replaystore store") from None
     loc.delete_all()

@@ -1,4 +1,4 @@
-"""Small file-level helpers for local stores: atomic JSON, chunk paths, the writer lock."""
+"""Small file-level helpers for local stores: atomic JSON, the writer lock, the live floor."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import CorruptStoreError, StoreLockedError
+from ..errors import CorruptStoreError, StoreLockedError, StoreModeError
+from . import layout
 
-__all__ = ["atomic_write_json", "read_json", "chunk_path", "WriterLock"]
+__all__ = ["atomic_write_json", "read_json", "WriterLock", "LiveFloor", "remove_stray_temps"]
 
 
 def atomic_write_json(path: Path, obj: dict, *, fsync: bool = False) -> None:
     """Write ``obj`` to ``path`` so readers see either the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(layout.temp_name(path.name))
     data = json.dumps(obj, indent=2, allow_nan=False).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -42,14 +43,6 @@ def read_json(path: Path, *, what: str = "metadata") -> dict:
         raise CorruptStoreError(f"{path}: {what} is not valid JSON (not UTF-8 text)") from None
 
 
-def chunk_path(root: Path, field: str, k: int, ndim: int) -> str:
-    """Path of chunk ``k`` (along rows) of a field whose rows have ``ndim`` dimensions.
-
-    Zarr v3 default chunk key encoding: ``c/<k>/0/0...``, one ``/0`` per row dimension.
-    """
-    return os.path.join(root, field, "c", str(k), *(["0"] * ndim))
-
-
 class WriterLock:
     """One writer per store: an exclusive ``flock`` on ``.writer.lock``, which holds the pid.
 
@@ -59,7 +52,7 @@ class WriterLock:
     """
 
     def __init__(self, root: Path) -> None:
-        self.path = Path(root) / ".writer.lock"
+        self.path = Path(root) / layout.LOCK
         self.held = False
         self._fd: int | None = None
 
@@ -67,8 +60,6 @@ class WriterLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            from ..errors import StoreModeError
-
             raise StoreModeError(
                 f"{self.path.parent}: cannot open for writing ({e.strerror}); the directory is not "
                 "writable: open the store with mode='r'"
@@ -138,7 +129,7 @@ class LiveFloor:
     def __init__(self, root: Path, *, create: bool) -> None:
         import mmap
 
-        self.path = Path(root) / ".live"
+        self.path = Path(root) / layout.LIVE
         self._mm = None
         self.array = None
         flags = os.O_RDWR | (os.O_CREAT if create else 0)

@@ -14,7 +14,6 @@ written after the arrays, and the store commits its own state after both.
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SamplerError
+from . import layout
 from .array import RowArray, create_row_array
 from .files import atomic_write_json, read_json
 
@@ -31,8 +31,7 @@ __all__ = ["ClassIndex", "KeySpec", "key_spec", "MAX_CLASSES", "INDEX_CHUNK_ROWS
 MAX_CLASSES = 4096
 INDEX_CHUNK_ROWS = 1 << 18  # 2 MiB of int64 ids: chunks that 2 MiB pages can map
 _MIN_CHUNK_ROWS = 1 << 12
-_ATTR = "replaystore_index"
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_ATTR = layout.INDEX_ATTR
 
 
 class KeySpec:
@@ -127,13 +126,9 @@ class ClassIndex:
         self.hugepages = False  # map the id lists with 2 MiB pages (set by the store)
 
     # -- persistence ----------------------------------------------------------------------
-    @staticmethod
-    def dirname(name: str) -> str:
-        return _SAFE.sub("_", name)
-
     @classmethod
     def load(cls, store_root: Path, spec: KeySpec, capacity: int | None, *, writable: bool) -> ClassIndex | None:
-        root = Path(store_root) / "_index" / cls.dirname(spec.name)
+        root = Path(store_root) / layout.index_key(spec.name)
         if not (root / "zarr.json").exists():
             return None
         doc = read_json(root / "zarr.json", what=f"index {spec.name!r} metadata")
@@ -148,15 +143,14 @@ class ClassIndex:
 
     @classmethod
     def new(cls, store_root: Path, spec: KeySpec, capacity: int | None, *, persist: bool) -> ClassIndex:
-        root = Path(store_root) / "_index" / cls.dirname(spec.name)
+        root = Path(store_root) / layout.index_key(spec.name)
         idx = cls(root, spec, capacity, writable=persist)
         if persist:
             if root.exists():
                 shutil.rmtree(root)
             root.mkdir(parents=True)
-            if not (root.parent / "zarr.json").exists():
-                atomic_write_json(root.parent / "zarr.json",
-                                  {"zarr_format": 3, "node_type": "group", "attributes": {}})
+            if not (root.parent / layout.GROUP_META).exists():
+                atomic_write_json(root.parent / layout.GROUP_META, layout.group_doc({}))
             idx._write_meta()
         else:
             idx._memory = {}
@@ -173,19 +167,9 @@ class ClassIndex:
         self.covered = int(attrs["covered"])
 
     def _write_meta(self) -> None:
-        doc = {
-            "zarr_format": 3,
-            "node_type": "group",
-            "attributes": {
-                _ATTR: {
-                    "key": self.spec.to_json(),
-                    "classes": self.classes,
-                    "counts": self.counts,
-                    "covered": self.covered,
-                }
-            },
-        }
-        atomic_write_json(self.root / "zarr.json", doc)
+        doc = layout.group_doc({_ATTR: {"key": self.spec.to_json(), "classes": self.classes,
+                                        "counts": self.counts, "covered": self.covered}})
+        atomic_write_json(self.root / layout.GROUP_META, doc)
 
     def _array(self, j: int) -> RowArray:
         ra = self._arrays.get(j)
@@ -263,7 +247,17 @@ class ClassIndex:
             if len(parts) > 1:
                 self._memory[j] = [np.concatenate(parts)]
 
-    def _ids_view(self, j: int) -> np.ndarray:
+    @property
+    def in_memory(self) -> bool:
+        """Built in memory only (not persisted with the store)."""
+        return self._memory is not None
+
+    @property
+    def ring(self) -> int | None:
+        """Length of each class list's ring (persisted indexes of rings), else ``None``."""
+        return self.capacity if self._memory is None else None
+
+    def ids_view(self, j: int) -> np.ndarray:
         """All stored ids of class ``j`` in physical (ring) order."""
         if self._memory is not None:
             self._materialize_memory()
@@ -278,7 +272,7 @@ class ClassIndex:
         starts = np.zeros(k, np.int64)
         counts = np.zeros(k, np.int64)
         for j in range(k):
-            ids = self._ids_view(j)
+            ids = self.ids_view(j)
             total = self.counts[j]
             cap = self.capacity if self._memory is None else None
             stored = total if cap is None else min(total, cap)
@@ -305,7 +299,7 @@ class ClassIndex:
 
     def gather(self, j: int, positions: np.ndarray) -> np.ndarray:
         """Global ids at logical class positions."""
-        ids = self._ids_view(j)
+        ids = self.ids_view(j)
         if self.capacity is not None and self._memory is None:
             positions = positions % self.capacity
         return ids[positions]

@@ -21,31 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from . import layout
 from .schema import Field
 
-__all__ = ["BlockChecksums", "block_rows_for", "committed_intervals", "RECORD"]
+__all__ = ["BlockChecksums", "block_rows_for", "changed_blocks", "RECORD", "CHECKSUM_BLOCK_BYTES"]
 
 RECORD = np.dtype([("crc", "<u4"), ("rows", "<u4"), ("generation", "<i8")])
-BLOCK_BYTES = 1 << 16
+#: bytes of a field's rows covered by one checksum (about: rows per block are a power of two)
+CHECKSUM_BLOCK_BYTES = 1 << 16
 
 
 def block_rows_for(f: Field) -> int:
     """Rows per checksum block: a power of two, about 64 KiB of the field's rows."""
-    rows = max(1, BLOCK_BYTES // max(1, f.row_bytes))
+    rows = max(1, CHECKSUM_BLOCK_BYTES // max(1, f.row_bytes))
     return 1 << (rows.bit_length() - 1)
-
-
-def committed_intervals(total: int, size: int, capacity: int | None) -> list[tuple[int, int]]:
-    """Physical row intervals holding committed rows, in physical order."""
-    if size <= 0:
-        return []
-    if capacity is None:
-        return [(total - size, total)]
-    start = (total - size) % capacity
-    end = start + size
-    if end <= capacity:
-        return [(start, end)]
-    return [(0, end - capacity), (start, capacity)]
 
 
 def _intersect(intervals: list[tuple[int, int]], a: int, b: int) -> list[tuple[int, int]]:
@@ -63,7 +52,7 @@ class BlockChecksums:
     def __init__(self, root: Path, f: Field, *, writable: bool) -> None:
         self.field = f
         self.block_rows = block_rows_for(f)
-        self.path = Path(root) / ".crc" / f"{f.name}.bin"
+        self.path = Path(root) / layout.crc_key(f.name)
         self.writable = writable
         self._fd: int | None = None
 

@@ -10,22 +10,26 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptStoreError, FormatVersionError, NotAStoreError, SchemaError
-from .files import atomic_write_json, read_json
+from ..version import __version__
+from . import layout
+from .backends import Backend, resolve
+from .files import read_json
 
-__all__ = ["FORMAT_VERSION", "META_KEY", "STATE_KEY", "now_iso"]
+__all__ = ["FORMAT_VERSION", "META_KEY", "STATE_KEY", "now_iso", "package_version", "json_copy",
+           "load_meta", "write_group", "write_backup", "parse_meta"]
 
 FORMAT_VERSION = 1
-META_KEY = "replaystore"
-STATE_KEY = "replaystore_state"
+META_KEY = layout.META_KEY
+STATE_KEY = layout.STATE_KEY
 
 
-def _version() -> str:
-    from .. import __version__
-
+def package_version() -> str:
+    """The installed replaystore version (recorded in the stores it creates)."""
     return __version__
 
 
-def _json_copy(obj: Any, root: Path, what: str) -> Any:
+def json_copy(obj: Any, root: Any, what: str) -> Any:
+    """A deep copy of JSON data (``SchemaError`` naming ``what`` if it is not JSON)."""
     try:
         return json.loads(json.dumps(obj, allow_nan=False))
     except (TypeError, ValueError) as e:
@@ -39,61 +43,43 @@ def now_iso() -> str:
     return t.isoformat(timespec="seconds")
 
 
-def _group_doc(meta: dict, state: dict) -> dict:
-    return {"zarr_format": 3, "node_type": "group", "attributes": {META_KEY: meta, STATE_KEY: state}}
+def _doc(meta: dict, state: dict) -> dict:
+    return layout.group_doc({META_KEY: meta, STATE_KEY: state})
 
 
-def _write_group(root, meta: dict, state: dict, *, fsync: bool) -> None:
-    """Write the group ``zarr.json`` atomically: a local rename, or one object PUT."""
-    from .location import Location
-
-    if isinstance(root, Location) and root.local is None:
-        root.put_json("zarr.json", _group_doc(meta, state))
-        return
-    root = root.local if isinstance(root, Location) else root
-    atomic_write_json(root / "zarr.json", _group_doc(meta, state), fsync=fsync)
+def write_group(backend: Backend, meta: dict, state: dict, *, fsync: bool) -> None:
+    """Write the group ``zarr.json`` atomically (a local rename, or one object PUT)."""
+    backend.put_json(layout.GROUP_META, _doc(meta, state), fsync=fsync)
 
 
-def _write_backup(root, meta: dict, state: dict) -> None:
+def write_backup(backend: Backend, meta: dict, state: dict) -> None:
     """A copy of the group metadata (``.zarr.json.bak``) for ``verify --repair`` to fall back
-    on if ``zarr.json`` itself is damaged later. Not atomic and not synced: only a backup.
-    Local stores only (an object store's PUT of ``zarr.json`` is atomic)."""
-    from .location import Location
-
-    if isinstance(root, Location):
-        if root.local is None:
-            return
-        root = root.local
-    try:
-        (root / ".zarr.json.bak").write_text(json.dumps(_group_doc(meta, state)))
-    except OSError:
-        pass
+    on if ``zarr.json`` itself is damaged later. Not atomic and not synced: only a backup;
+    local stores only (an object store's PUT of ``zarr.json`` is atomic)."""
+    backend.put_backup(layout.BACKUP, _doc(meta, state))
 
 
-def _load_meta(root) -> tuple[dict, dict]:
-    """Metadata and committed state of the store at ``root`` (a local path or a Location)."""
-    from .location import LocalLocation, Location
-
-    if not isinstance(root, Location):
-        root = Path(root)
-        if not root.exists():
-            raise NotAStoreError(f"{root}: no such file or directory")
-        if not root.is_dir() or not (root / "zarr.json").exists():
-            raise NotAStoreError(f"{root}: not a replaystore store (no zarr.json group metadata)")
-        doc = read_json(root / "zarr.json", what="store metadata (zarr.json)")
-        return _parse_meta(doc, root)
-    loc = root
-    doc = loc.get_json("zarr.json", what="store metadata (zarr.json)")
+def load_meta(root: Backend | str | os.PathLike) -> tuple[dict, dict]:
+    """Metadata and committed state of the store at ``root`` (a backend, path or URL)."""
+    backend = root if isinstance(root, Backend) else resolve(root)
+    local = backend.local
+    if local is not None:
+        if not local.exists():
+            raise NotAStoreError(f"{local}: no such file or directory")
+        if not local.is_dir() or not (local / layout.GROUP_META).exists():
+            raise NotAStoreError(f"{local}: not a replaystore store (no zarr.json group metadata)")
+        # read_json, not backend.get: a directory in its place is an error naming the file
+        return parse_meta(read_json(local / layout.GROUP_META, what="store metadata (zarr.json)"), local)
+    doc = backend.get_json(layout.GROUP_META, what="store metadata (zarr.json)")
     if doc is None:
-        if isinstance(loc, LocalLocation):
-            return _load_meta(loc.local)
-        if loc.is_empty():
-            raise NotAStoreError(f"{loc}: no such store (nothing there)")
-        raise NotAStoreError(f"{loc}: not a replaystore store (no zarr.json group metadata)")
-    return _parse_meta(doc, loc)
+        if backend.is_empty():
+            raise NotAStoreError(f"{backend}: no such store (nothing there)")
+        raise NotAStoreError(f"{backend}: not a replaystore store (no zarr.json group metadata)")
+    return parse_meta(doc, backend)
 
 
-def _parse_meta(doc: Any, root) -> tuple[dict, dict]:
+def parse_meta(doc: Any, root: Path | Backend | str) -> tuple[dict, dict]:
+    """Check a group document and return its ``(metadata, committed state)``."""
     zj = f"{root}/zarr.json"
     if not isinstance(doc, dict):
         raise CorruptStoreError(f"{zj}: store metadata is not a JSON object (got {type(doc).__name__})")
@@ -109,7 +95,7 @@ def _parse_meta(doc: Any, root) -> tuple[dict, dict]:
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise FormatVersionError(
             f"{root}: store format version {version!r} is not supported by replaystore "
-            f"{_version()} (reads format versions 1..{FORMAT_VERSION}); upgrade replaystore"
+            f"{package_version()} (reads format versions 1..{FORMAT_VERSION}); upgrade replaystore"
         )
     if not isinstance(state, dict) or not {"size", "cursor", "total"} <= state.keys():
         raise CorruptStoreError(f"{root}/zarr.json: committed state '{STATE_KEY}' is missing or incomplete")

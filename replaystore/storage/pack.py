@@ -20,7 +20,6 @@ compressed (their chunks are already compressed by the field's codec).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import struct
 import zipfile
@@ -29,29 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotAStoreError, StoreExistsError
-from .files import WriterLock
-from .location import LocalLocation, Location, ZipLocation, resolve
-from .metadata import _load_meta
+from ..progress import Progress, as_progress
+from .backends import Backend, ZipBackend, resolve
+from .layout import RUNTIME_FILES, is_chunk_key, is_temp_name, temp_name
+from .metadata import load_meta
 
 __all__ = ["pack", "unpack", "ALIGN", "RUNTIME_FILES"]
 
 #: chunk members start at multiples of this (covers 4 KiB and 16 KiB pages)
 ALIGN = 16384
-#: per-process files of a local store that are not part of its content
-RUNTIME_FILES = (".writer.lock", ".live")
-_TEMP = re.compile(r"(^|/)\.[^/]*\.tmp$")
-_CHUNK = re.compile(r"(^|/)c/\d+(/0)*$")
 _PAD_ID = 0xD935  # the extra-field id zipalign uses for padding
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same store packs to the same bytes
 
 
-def _content_keys(loc: Location) -> dict[str, int]:
+def _content_keys(loc: Backend) -> dict[str, int]:
     """The store's files (key -> size) without lock, live-floor and temporary files."""
-    return {
-        k: n
-        for k, n in loc.sizes().items()
-        if k not in RUNTIME_FILES and not _TEMP.search(k)
-    }
+    return {k: n for k, n in loc.sizes().items() if k not in RUNTIME_FILES and not is_temp_name(k)}
 
 
 def _order(keys) -> list[str]:
@@ -75,7 +67,7 @@ def pack(
     *,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
 ) -> Path:
     """Write the store at ``src`` (a directory or URL) into the single zip file ``out``.
 
@@ -84,46 +76,34 @@ def pack(
     is written to a temporary name and renamed when complete.
     """
     loc = resolve(src, storage_options)
-    if isinstance(loc, ZipLocation):
+    if isinstance(loc, ZipBackend):
         raise NotAStoreError(f"{src}: already a packed .zip store")
-    _load_meta(loc)  # refuse anything that is not a store, before writing anything
+    load_meta(loc)  # refuse anything that is not a store, before writing anything
     out = Path(out)
     if out.exists() and not overwrite:
         raise StoreExistsError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
     if not out.parent.is_dir():
         raise NotAStoreError(f"{out}: directory {out.parent} does not exist")
-    lock = WriterLock(loc.local) if isinstance(loc, LocalLocation) else None
-    if lock is not None:
-        lock.acquire()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    lock = loc.lock()
+    tmp = out.with_name(temp_name(out.name))
     try:
         keys = _content_keys(loc)
-        bar = None
-        if progress:
-            from ..collect import _progressbar
-
-            bar = _progressbar(sum(keys.values()), f"pack {out.name}")
-            bar.__enter__()
-        try:
-            with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for key in _order(keys):
-                    info = zipfile.ZipInfo(key, date_time=_EPOCH)
-                    info.compress_type = zipfile.ZIP_STORED
-                    info.external_attr = 0o644 << 16
-                    info.file_size = keys[key]
-                    if _CHUNK.search(key):
-                        info.extra = _pad(fh.tell(), key.encode(), keys[key])
-                    with zf.open(info, "w", force_zip64=keys[key] * 1.05 > zipfile.ZIP64_LIMIT) as dst:
-                        if loc.local is not None:
-                            with open(loc.local / key, "rb") as fsrc:
-                                shutil.copyfileobj(fsrc, dst, 1 << 20)
-                        else:
-                            dst.write(loc.get(key) or b"")
-                    if bar is not None:
-                        bar.update(keys[key])
-        finally:
-            if bar is not None:
-                bar.__exit__(None, None, None)
+        with as_progress(progress).task(sum(keys.values()), f"pack {out.name}") as bar, \
+                open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key in _order(keys):
+                info = zipfile.ZipInfo(key, date_time=_EPOCH)
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                info.file_size = keys[key]
+                if is_chunk_key(key):
+                    info.extra = _pad(fh.tell(), key.encode(), keys[key])
+                with zf.open(info, "w", force_zip64=keys[key] * 1.05 > zipfile.ZIP64_LIMIT) as dst:
+                    if loc.local is not None:
+                        with open(loc.local / key, "rb") as fsrc:
+                            shutil.copyfileobj(fsrc, dst, 1 << 20)
+                    else:
+                        dst.write(loc.get(key) or b"")
+                bar.update(keys[key])
         os.replace(tmp, out)
     finally:
         if tmp.exists():
@@ -147,20 +127,20 @@ def unpack(
     """
     src, out = Path(src), Path(out)
     loc = resolve(src)
-    if not isinstance(loc, ZipLocation):
+    if not isinstance(loc, ZipBackend):
         raise NotAStoreError(f"{src}: not a .zip file (pack a store with `replaystore pack`)")
     try:
-        _load_meta(loc)
+        load_meta(loc)
         if out.exists():
             if not overwrite:
                 raise StoreExistsError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
-            _load_meta(out)  # only ever replace a store
+            load_meta(out)  # only ever replace a store
         if not out.parent.is_dir():
             raise NotAStoreError(f"{out}: directory {out.parent} does not exist")
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        tmp = out.with_name(temp_name(out.name))
         if tmp.exists():
             shutil.rmtree(tmp)
-        members = [i for i in loc._zip.infolist() if not i.is_dir()]
+        members = loc.members()
         try:
             for info in members:
                 name = info.filename
@@ -168,7 +148,7 @@ def unpack(
                     raise NotAStoreError(f"{src}: member {name!r} would be extracted outside the store")
                 dest = tmp / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with loc._zip.open(info) as fsrc, open(dest, "wb") as fdst:
+                with loc.zip.open(info) as fsrc, open(dest, "wb") as fdst:
                     shutil.copyfileobj(fsrc, fdst, 1 << 20)
             if out.exists():
                 shutil.rmtree(out)

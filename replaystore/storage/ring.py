@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["physical_rows", "write_segments", "physical_ranges", "oldest_physical"]
+__all__ = ["physical_rows", "write_segments", "physical_ranges", "oldest_physical",
+           "committed_intervals", "logical_range"]
 
 
 def oldest_physical(total: int, size: int, capacity: int | None) -> int:
@@ -71,3 +72,28 @@ def write_segments(*, total: int, n: int, capacity: int | None) -> list[tuple[in
         src += m
         pos = (pos + m) % capacity
     return segments
+
+
+def committed_intervals(total: int, size: int, capacity: int | None) -> list[tuple[int, int]]:
+    """Physical row intervals holding the ``size`` newest rows, in physical order.
+
+    >>> committed_intervals(7, 5, 5)
+    [(0, 2), (2, 5)]
+    """
+    if size <= 0:
+        return []
+    if capacity is None:
+        return [(total - size, total)]
+    start = (total - size) % capacity
+    end = start + size
+    if end <= capacity:
+        return [(start, end)]
+    return [(0, end - capacity), (start, capacity)]
+
+
+def logical_range(phys_a: int, phys_b: int, *, total: int, size: int,
+                  capacity: int | None) -> tuple[int, int]:
+    """Logical rows of the physical rows ``[phys_a, phys_b)`` (which must not wrap)."""
+    oldest = oldest_physical(total, size, capacity)
+    la = phys_a - oldest if capacity is None else (phys_a - oldest) % capacity
+    return la, la + (phys_b - phys_a)

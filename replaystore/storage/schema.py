@@ -21,6 +21,8 @@ __all__ = [
     "Field",
     "Schema",
     "STANDARD_FIELDS",
+    "TRANSITION_FIELDS",
+    "SCALAR_FIELDS",
     "DEFAULT_CHUNK_BYTES",
     "default_chunk_rows",
     "parse_codec",
@@ -32,8 +34,14 @@ DEFAULT_CHUNK_BYTES = 16 * 2**20
 MIN_CHUNK_ROWS = 4096  # a power of two >= 4096 keeps every chunk page-aligned for mmap
 MAX_CHUNK_ROWS = 2**20
 
-#: Fields every transition store has, in this order, before ``obs``/``action``-derived ones.
+#: Fields every transition store has, in this order (``obs``/``action``/``next_obs`` are
+#: split into ``obs.<key>`` ... fields for ``Dict``/``Tuple`` spaces).
 STANDARD_FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "episode", "step")
+#: What a learner needs of a transition (the standard fields without the episode bookkeeping).
+TRANSITION_FIELDS = STANDARD_FIELDS[:6]
+#: The standard fields that do not depend on the spaces, with their dtypes.
+SCALAR_FIELDS = (("reward", "float32"), ("terminated", "bool"), ("truncated", "bool"),
+                 ("episode", "int64"), ("step", "int64"))
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _CODEC = re.compile(r"^(none|zstd|lz4|blosc-lz4|blosc-zstd|gzip)(?::(\d+))?$")

@@ -18,11 +18,15 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import CorruptStoreError, NotAStoreError, ReplayStoreError, StoreModeError
-from .files import atomic_write_json, chunk_path, read_json
-from .integrity import BlockChecksums, changed_blocks, committed_intervals
+from . import layout
+from .backends import LocalBackend, is_local_dir, is_url
+from .fieldio import ChunkCache, ZarrArrays, open_field
+from .files import atomic_write_json, read_json
+from .integrity import BlockChecksums, changed_blocks
+from .mapping import MADV_NORMAL
+from .metadata import META_KEY, STATE_KEY, load_meta, write_backup
+from .ring import committed_intervals, logical_range
 from .schema import Field, Schema
 
 __all__ = ["verify", "VerifyReport", "Damage"]
@@ -64,15 +68,13 @@ class VerifyReport:
 
 
 def _load(root: Path, report: VerifyReport) -> tuple[dict, dict] | None:
-    from .metadata import META_KEY, STATE_KEY, _load_meta
-
     try:
-        return _load_meta(root)
+        return load_meta(root)
     except NotAStoreError:
         raise
     except ReplayStoreError as e:
         report.problems.append(f"zarr.json: {e}")
-        bak = root / ".zarr.json.bak"
+        bak = root / layout.BACKUP
         try:
             doc = json.loads(bak.read_text())
             attrs = doc["attributes"]
@@ -84,70 +86,24 @@ def _load(root: Path, report: VerifyReport) -> tuple[dict, dict] | None:
             return None
 
 
-def _logical_ranges(phys_a: int, phys_b: int, total: int, size: int, cap: int | None) -> tuple[int, int]:
-    oldest = total - size if cap is None else (total - size) % cap
-    la = phys_a - oldest if cap is None else (phys_a - oldest) % cap
-    return la, la + (phys_b - phys_a)
-
-
 class _FieldReader:
-    """Reads physical rows of one field from its files, reporting damage instead of failing."""
+    """Reads physical rows of one field from its files (through the field's FieldIO),
+    reporting damage instead of failing."""
 
-    def __init__(self, root: Path, f: Field) -> None:
-        self.root, self.f = root, f
-        self._chunk_cache: tuple[int, np.ndarray | None, str | None] | None = None
-        self._zarr = None
+    def __init__(self, root: Path, f: Field, capacity: int | None, extent: int) -> None:
+        backend = LocalBackend(root)
+        self.fio = open_field(backend, f, capacity=capacity, extent=extent,
+                              arrays=ZarrArrays(backend, writable=False), cache=ChunkCache(64 << 20),
+                              advice=MADV_NORMAL, hugepages=False)
 
     def read(self, a: int, b: int) -> tuple[bytes | None, str | None]:
-        f = self.f
-        cr, rb = f.chunk_rows, f.row_bytes
-        parts = []
-        pos = a
-        while pos < b:
-            k, off = divmod(pos, cr)
-            m = min(b - pos, cr - off)
-            if f.compressed:
-                chunk, err = self._decoded(k)
-                if err:
-                    return None, err
-                sel = chunk[off : off + m]
-                if len(sel) != m:
-                    return None, f"chunk {k} holds fewer rows than expected"
-                parts.append(np.ascontiguousarray(sel, dtype=f.dtype.newbyteorder("<")).tobytes())
-            else:
-                path = chunk_path(self.root, f.name, k, len(f.shape))
-                try:
-                    size = os.path.getsize(path)
-                except FileNotFoundError:
-                    return None, f"chunk file {os.path.relpath(path, self.root)} is missing"
-                if size != f.chunk_bytes:
-                    return None, (f"chunk file {os.path.relpath(path, self.root)} has {size} bytes, "
-                                  f"expected {f.chunk_bytes}")
-                with open(path, "rb") as fh:
-                    fh.seek(off * rb)
-                    parts.append(fh.read(m * rb))
-            pos += m
-        return b"".join(parts), None
+        try:
+            return self.fio.read_bytes(a, b, strict=True), None
+        except OSError as e:
+            return None, str(e)
 
-    def _decoded(self, k: int) -> tuple[np.ndarray | None, str | None]:
-        if self._chunk_cache is not None and self._chunk_cache[0] == k:
-            return self._chunk_cache[1], self._chunk_cache[2]
-        import zarr
-
-        path = chunk_path(self.root, self.f.name, k, len(self.f.shape))
-        chunk, err = None, None
-        if not os.path.exists(path):
-            err = f"chunk file {os.path.relpath(path, self.root)} is missing"
-        else:
-            try:
-                if self._zarr is None:
-                    self._zarr = zarr.open_array(str(self.root / self.f.name), mode="r")
-                lo = k * self.f.chunk_rows
-                chunk = self._zarr[lo : min(lo + self.f.chunk_rows, self._zarr.shape[0])]
-            except Exception as e:  # any decode failure is damage
-                err = f"chunk {k} cannot be decoded ({type(e).__name__}: {e})"
-        self._chunk_cache = (k, chunk, err)
-        return chunk, err
+    def close(self) -> None:
+        self.fio.close()
 
 
 def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
@@ -157,9 +113,6 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
     rows (oldest first); the report says what was dropped. A store that is already open
     for writing elsewhere should not be repaired.
     """
-    from .location import is_local_dir, is_url
-    from .metadata import META_KEY, STATE_KEY
-
     if is_url(path) or not is_local_dir(path):
         raise StoreModeError(
             f"{path}: verify checks local directory stores (their checksums); unpack a .zip "
@@ -197,7 +150,7 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
             continue
         crc = BlockChecksums(root, f, writable=False)
         records = crc.records()
-        reader = _FieldReader(root, f)
+        reader = _FieldReader(root, f, cap, total if cap is None else min(total, cap))
         br = crc.block_rows
         bad: list[tuple[int, int, str]] = []
         for lo, hi in intervals:
@@ -222,13 +175,14 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
                     bad.append((a, b, err))
                 else:
                     report.rows_checked += b - a
+        reader.close()
         for a, b, err in bad:
-            la, lb = _logical_ranges(a, b, total, size, cap)
+            la, lb = logical_range(a, b, total=total, size=size, capacity=cap)
             report.damage.append(Damage(f.name, la, lb, err))
     report.damage = _merge(report.damage)
     report.ok = not report.damage and not report.problems
     if repair and not report.ok:
-        _repair(root, meta, state, schema, report, META_KEY, STATE_KEY)
+        _repair(root, meta, state, schema, report)
     return report
 
 
@@ -243,13 +197,9 @@ def _merge(damage: list[Damage]) -> list[Damage]:
     return out
 
 
-def _repair(root: Path, meta: dict, state: dict, schema: Schema, report: VerifyReport,
-            meta_key: str, state_key: str) -> None:
-    from .files import WriterLock
-    from .metadata import _write_backup
-
-    lock = WriterLock(root)
-    lock.acquire()
+def _repair(root: Path, meta: dict, state: dict, schema: Schema, report: VerifyReport) -> None:
+    backend = LocalBackend(root)
+    lock = backend.lock()
     try:
         cap = meta.get("capacity")
         total, size = int(state["total"]), int(state["size"])
@@ -262,7 +212,7 @@ def _repair(root: Path, meta: dict, state: dict, schema: Schema, report: VerifyR
         after = committed_intervals(new_total, keep, cap)
         for f in schema:
             crc = BlockChecksums(root, f, writable=True)
-            reader = _FieldReader(root, f)
+            reader = _FieldReader(root, f, cap, total if cap is None else min(total, cap))
 
             def read(a: int, b: int, reader=reader, name=f.name) -> bytes:
                 data, err = reader.read(a, b)
@@ -274,15 +224,16 @@ def _repair(root: Path, meta: dict, state: dict, schema: Schema, report: VerifyR
                        new_state["generation"], read)
             crc.sync()
             crc.close()
+            reader.close()
             if cap is None and not f.compressed:
                 am = root / f.name / "zarr.json"
                 doc = read_json(am)
                 doc["shape"][0] = new_total
                 atomic_write_json(am, doc, fsync=True)
-        shutil.rmtree(root / "_index", ignore_errors=True)  # rebuilt on demand
-        doc = {"zarr_format": 3, "node_type": "group", "attributes": {meta_key: meta, state_key: new_state}}
-        atomic_write_json(root / "zarr.json", doc, fsync=True)
-        _write_backup(root, meta, new_state)
+        shutil.rmtree(root / layout.INDEX_DIR, ignore_errors=True)  # rebuilt on demand
+        doc = layout.group_doc({META_KEY: meta, STATE_KEY: new_state})
+        atomic_write_json(root / layout.GROUP_META, doc, fsync=True)
+        write_backup(backend, meta, new_state)
         dropped = size - keep
         kept = f"kept rows 0..{keep - 1}" if keep else "kept no rows"
         report.repaired = (f"{kept}, dropped {dropped:,} of {size:,} row(s) (from logical row {keep} on); "

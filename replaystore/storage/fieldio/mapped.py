@@ -1,0 +1,142 @@
+"""Uncompressed fields read through memory maps of their chunk files.
+
+On a local store the rows are written in place (``pwrite``, see :class:`RowArray`); in a
+``.zip`` the chunk members are mapped straight out of the zip file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ...errors import CorruptStoreError
+from .. import layout
+from ..array import RowArray
+from ..backends import Backend
+from ..mapping import ChunkedView
+from ..schema import Field
+from .base import FieldIO
+
+__all__ = ["MappedField"]
+
+_HAVE_FADVISE = hasattr(os, "posix_fadvise")
+
+
+def _alloc(rows: int, chunk_rows: int) -> int:
+    """Rows rounded up to whole chunks."""
+    return -(-rows // chunk_rows) * chunk_rows
+
+
+class MappedField(FieldIO):
+    """Rows of an uncompressed field: mapped for reading, written in place when the
+    backend allows it (``in_place_writes``)."""
+
+    mapped = True
+
+    def __init__(self, backend: Backend, field: Field, *, capacity: int | None, extent: int,
+                 advice: int, hugepages: bool) -> None:
+        super().__init__(field)
+        self.backend = backend
+        self.capacity = capacity
+        self._fds: dict[int, tuple[int, int]] = {}  # chunk -> (fd, offset in file)
+        ndim = len(field.shape)
+        self.rows: RowArray | None = None
+        if backend.in_place_writes:
+            self.rows = RowArray(backend.local / field.name, dtype=field.dtype, shape=field.shape,
+                                 chunk_rows=field.chunk_rows, max_rows=capacity, name=field.name,
+                                 advice=advice, hugepages=hugepages and backend.hugepage_mappable)
+            self._view = self.rows.view
+        else:
+            n_chunks = -(-extent // field.chunk_rows)
+            keys = [layout.chunk_key(field.name, k, ndim) for k in range(n_chunks)]
+            self._view = ChunkedView(
+                lambda k: f"{backend}:{layout.chunk_key(field.name, k, ndim)}", dtype=field.dtype,
+                shape=field.shape, chunk_rows=field.chunk_rows, max_rows=capacity, name=field.name,
+                advice=advice, locate=self._locate, contiguous=backend.aligned(keys),
+            )
+
+    def _locate(self, k: int):
+        key = layout.chunk_key(self.field.name, k, len(self.field.shape))
+        found = self.backend.locate(key)
+        if found is None:
+            return None
+        path, offset, size, stored = found
+        if not stored:
+            raise CorruptStoreError(
+                f"{self.backend}: member {key!r} is compressed inside the zip; replaystore reads "
+                "uncompressed members in place: re-pack it with replaystore pack"
+            )
+        return path, offset, size
+
+    @property
+    def view(self) -> ChunkedView:
+        return self._view
+
+    # -- reading --------------------------------------------------------------------------
+    def ensure(self, rows: int) -> None:
+        self._view.ensure(rows)
+
+    def gather(self, phys: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return self._view.take(phys, out)
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        return np.array(self._view.slice(start, stop))
+
+    def read_bytes(self, start: int, stop: int, *, strict: bool = False) -> bytes:
+        if self.rows is not None:
+            return self.rows.read_bytes(start, stop)  # from the files, not the mapping
+        data = self._view.slice(start, stop)
+        return np.ascontiguousarray(data, dtype=self.field.dtype.newbyteorder("<")).tobytes()
+
+    def advise(self, advice: int) -> None:
+        self._view.advise(advice)
+
+    def will_need(self, phys: np.ndarray) -> None:
+        if not _HAVE_FADVISE or not len(phys):
+            return
+        f = self.field
+        cr, rb = f.chunk_rows, f.row_bytes
+        phys = np.sort(phys)
+        ck = phys // cr
+        offs = (phys - ck * cr) * rb
+        for k, off in zip(ck.tolist(), offs.tolist(), strict=True):
+            entry = self._fds.get(k)
+            if entry is None:
+                found = self.backend.locate(layout.chunk_key(f.name, k, len(f.shape)))
+                if found is None:
+                    continue
+                try:
+                    entry = self._fds[k] = (os.open(found[0], os.O_RDONLY), found[1])
+                except OSError:
+                    continue
+            os.posix_fadvise(entry[0], entry[1] + off, rb, os.POSIX_FADV_WILLNEED)
+
+    # -- writing --------------------------------------------------------------------------
+    def _writer(self) -> RowArray:
+        if self.rows is None:
+            raise CorruptStoreError(f"{self.backend}: field {self.field.name!r} is read-only here")
+        return self.rows
+
+    def write(self, dst: int, rows: np.ndarray) -> None:
+        self._writer().write(dst, rows)
+
+    def reserve(self, rows: int, *, fsync: bool = False) -> None:
+        if self.capacity is None:
+            self._writer().set_rows(_alloc(rows, self.field.chunk_rows), fsync=fsync)
+
+    def trim(self, rows: int, *, fsync: bool) -> None:
+        self._writer().set_rows(rows, fsync=fsync)
+
+    def sync(self) -> None:
+        if self.rows is not None:
+            self.rows.sync()
+
+    def close(self) -> None:
+        for fd, _ in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self.rows is not None:
+            self.rows.close()
+        else:
+            self._view.close()

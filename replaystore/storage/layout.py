@@ -1,0 +1,119 @@
+"""Every on-disk name of a store, in one place.
+
+A store is a Zarr v3 group; keys are ``/``-separated paths relative to its root:
+
+>>> chunk_key("obs", 3, 1)
+'obs/c/3/0'
+>>> array_meta_key("reward"), crc_key("obs"), index_key("action")
+('reward/zarr.json', '.crc/obs.bin', '_index/action')
+>>> index_key("../evil")
+'_index/.._evil'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+__all__ = [
+    "GROUP_META", "BACKUP", "LOCK", "LIVE", "CRC_DIR", "INDEX_DIR", "META_KEY", "STATE_KEY",
+    "INDEX_ATTR", "RUNTIME_FILES", "chunk_key", "chunk_path", "array_meta_key", "crc_key",
+    "index_key", "index_class_key", "group_doc", "array_doc", "temp_name", "is_temp_name", "is_chunk_key",
+]
+
+#: the group metadata: field list, spaces, committed state
+GROUP_META = "zarr.json"
+#: a copy of the group metadata for ``verify --repair`` (local stores)
+BACKUP = ".zarr.json.bak"
+#: the writer lock (an ``flock``-ed file holding the writer's pid)
+LOCK = ".writer.lock"
+#: the oldest row a ring writer has not evicted (shared memory for torn-read checks)
+LIVE = ".live"
+#: checksums of committed rows, one file per field
+CRC_DIR = ".crc"
+#: class indexes for balanced sampling, one group per key
+INDEX_DIR = "_index"
+#: attribute of the group metadata holding the store's metadata ...
+META_KEY = "replaystore"
+#: ... and the committed state
+STATE_KEY = "replaystore_state"
+#: attribute of an index group's metadata
+INDEX_ATTR = "replaystore_index"
+#: per-process files of a local store that are not part of its content
+RUNTIME_FILES = (LOCK, LIVE)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_TEMP = re.compile(r"(^|/)\.[^/]*\.tmp$")
+_CHUNK = re.compile(r"(^|/)c/\d+(/0)*$")
+
+
+def chunk_key(field: str, k: int, ndim: int) -> str:
+    """Key of chunk ``k`` (along rows) of a field whose rows have ``ndim`` dimensions:
+    Zarr v3's default chunk key encoding, ``c/<k>/0/0...`` (one ``/0`` per row dimension)."""
+    return "/".join([field, "c", str(k), *(["0"] * ndim)])
+
+
+def chunk_path(root: str | os.PathLike, field: str, k: int, ndim: int) -> str:
+    """Local path of :func:`chunk_key` under the store directory ``root``."""
+    return os.path.join(root, field, "c", str(k), *(["0"] * ndim))
+
+
+def array_meta_key(field: str) -> str:
+    return f"{field}/{GROUP_META}"
+
+
+def crc_key(field: str) -> str:
+    return f"{CRC_DIR}/{field}.bin"
+
+
+def index_key(name: str) -> str:
+    """The directory of the class index named ``name`` (unsafe characters replaced)."""
+    return f"{INDEX_DIR}/{_UNSAFE.sub('_', name)}"
+
+
+def index_class_key(name: str, j: int) -> str:
+    """The id-list array of class number ``j`` of index ``name``."""
+    return f"{index_key(name)}/c{j}"
+
+
+def group_doc(attributes: dict[str, Any]) -> dict[str, Any]:
+    """A Zarr v3 group ``zarr.json`` document with these attributes."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+
+
+def array_doc(dtype: Any, shape: tuple[int, ...], chunk_rows: int, rows: int) -> dict[str, Any]:
+    """The ``zarr.json`` of an uncompressed Zarr v3 row array (``bytes`` codec, little endian):
+    what zarr-python writes for it, written here without starting zarr's event loop.
+
+    >>> array_doc("int64", (), 4096, 0)["chunk_grid"]["configuration"]["chunk_shape"]
+    [4096]
+    """
+    import numpy as np
+
+    dt = np.dtype(dtype)
+    return {
+        "shape": [int(rows), *map(int, shape)],
+        "data_type": dt.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [int(chunk_rows), *map(int, shape)]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": False if dt.kind == "b" else 0,
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {},
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+def temp_name(name: str) -> str:
+    """Name of the temporary file written before ``name`` is replaced atomically."""
+    return f".{name}.{os.getpid()}.tmp"
+
+
+def is_temp_name(key: str) -> bool:
+    return bool(_TEMP.search(key))
+
+
+def is_chunk_key(key: str) -> bool:
+    return bool(_CHUNK.search(key))

@@ -1,0 +1,311 @@
+"""Reading a store: the logical rows, the committed state, torn-read checks, readahead.
+
+Logical row 0 is the oldest readable row. A reader sees the *committed* rows; in the
+writer's own process it also sees the rows still in the write buffer (the writer attaches
+its :class:`~replaystore.storage.buffer.WriteBuffer` as ``tail``), so reading never
+flushes, commits or fsyncs. Every read, sampler and cache watches one signal, the store's
+:attr:`StoreReader.version` ``(rows ever appended, rows readable)``: it changes when, and
+only when, the readable rows change.
+
+A reader of a ring being written by another process checks the writer's ``.live`` floor
+after copying rows: a row older than the floor may have been overwritten while it was
+copied (torn), and is read again (:data:`TORN_RETRIES` times at most).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptStoreError, EmptyStoreError, RowIndexError
+from . import ring
+from .backends import Backend
+from .buffer import WriteBuffer
+from .fieldio import FieldIO
+from .mapping import ChunkedView
+from .metadata import load_meta
+from .schema import Schema
+
+__all__ = ["StoreReader", "BatchReader", "TORN_RETRIES"]
+
+#: consecutive torn reads after which reading gives up (a ring overwritten faster than read)
+TORN_RETRIES = 1000
+#: gather cost per row (all fields) above which ``readahead="auto"`` assumes reads hit the disk
+_COLD_SECONDS_PER_ROW = 4e-6
+
+
+class StoreReader:
+    """The read side of one open store."""
+
+    def __init__(self, backend: Backend, schema: Schema, capacity: int | None, state: dict,
+                 fields: dict[str, FieldIO], *, live: Any = None, follow: bool = False) -> None:
+        self.backend = backend
+        self.schema = schema
+        self.capacity = capacity
+        self.state = state  #: the committed state (the writer replaces it on each commit)
+        self.fields = fields
+        self.live = live  # the writer's .live floor, read by readers of a ring
+        self.follow = follow  # refresh() re-reads the committed state (readers only)
+        self.tail: WriteBuffer | None = None  # the write buffer, in the writer's process
+        self._extents: dict[str, int] = {}  # physical rows each field has made readable
+
+    # -- counters -------------------------------------------------------------------------
+    @property
+    def total(self) -> int:
+        return int(self.state["total"])
+
+    @property
+    def size(self) -> int:
+        return int(self.state["size"])
+
+    def _tail_count(self) -> int:
+        return self.tail.count if self.tail is not None else 0
+
+    def __len__(self) -> int:
+        b = self._tail_count()
+        n = self.size + b
+        return min(n, self.capacity) if self.capacity is not None and b else n
+
+    @property
+    def id_range(self) -> tuple[int, int]:
+        """Global ids ``[lo, hi)`` of the readable rows (row ``g`` is the ``g``-th ever appended)."""
+        hi = self.total + self._tail_count()
+        return hi - len(self), hi
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """``(rows ever appended, rows readable)``: changes exactly when the readable rows do."""
+        lo, hi = self.id_range
+        return hi, hi - lo
+
+    def _split(self) -> tuple[int, int]:
+        """``(committed rows visible, tail rows skipped)``: buffered rows of a ring hide the
+        oldest committed rows they will overwrite (and any buffered rows beyond capacity)."""
+        b = self._tail_count()
+        if not b:
+            return self.size, 0
+        visible_tail = min(b, self.capacity) if self.capacity is not None else b
+        return len(self) - visible_tail, b - visible_tail
+
+    def extent(self) -> int:
+        """Physical rows written and committed (the mapped extent)."""
+        return self.total if self.capacity is None else min(self.total, self.capacity)
+
+    def ready(self, name: str) -> FieldIO:
+        """Field ``name``'s FieldIO, with the chunks commits since its last read mapped
+        (each field is mapped when first read, so one damaged field spoils no other)."""
+        fio = self.fields[name]
+        ext = self.extent()
+        if self._extents.get(name) != ext:
+            fio.ensure(ext)
+            self._extents[name] = ext
+        return fio
+
+    def view(self, name: str) -> ChunkedView | None:
+        """The memory-mapped view of an uncompressed field (``None`` otherwise)."""
+        return self.ready(name).view
+
+    # -- following another process's commits ----------------------------------------------
+    def refresh(self) -> bool:
+        """Re-read the committed state (readers only); True when it changed."""
+        if not self.follow:
+            return False
+        _, state = load_meta(self.backend)
+        if self.capacity is not None and self.live is None and self.backend.has_live_floor:
+            self.live = self.backend.live_floor(create=False)
+        if state.get("generation", 0) == self.state.get("generation", 0):
+            return False
+        self.state = dict(state)
+        for fio in self.fields.values():
+            fio.invalidate()
+        return True
+
+    def torn(self, logical: np.ndarray) -> bool:
+        """After a read: may a ring writer in another process have overwritten any of these
+        rows while they were copied? (Always False in the writer and for unbounded stores.)"""
+        if self.live is None or not len(logical):
+            return False
+        return self.live.floor > self.total - self.size + int(np.min(logical))
+
+    # -- indices --------------------------------------------------------------------------
+    def normalize(self, indices: Any) -> np.ndarray:
+        """Logical row numbers as int64, negatives counted from the end, bounds-checked."""
+        idx = np.asarray(indices)
+        where = self.backend
+        if idx.dtype.kind == "b":
+            raise RowIndexError(f"{where}: boolean masks are not row indices; use np.flatnonzero(mask)")
+        if idx.size and idx.dtype.kind not in "iu":
+            raise RowIndexError(f"{where}: row indices must be integers, got dtype {idx.dtype}")
+        idx = idx.astype(np.int64, copy=False).reshape(-1)
+        n = len(self)
+        if idx.size:
+            if n == 0:
+                raise EmptyStoreError(f"{where}: the store holds no rows")
+            lo, hi = idx.min(), idx.max()
+            if lo < -n or hi >= n:
+                bad = int(lo) if lo < -n else int(hi)
+                raise RowIndexError(f"{where}: row {bad} is out of range for a store of {n} rows")
+            if lo < 0:
+                idx = np.where(idx < 0, idx + n, idx)
+        return idx
+
+    def physical(self, logical: np.ndarray) -> np.ndarray:
+        """Physical rows of logical rows that are committed (``0 <= i <`` committed visible)."""
+        nc, _ = self._split()
+        shift = self.size - nc
+        if shift:
+            logical = np.asarray(logical, dtype=np.int64) + shift
+        return ring.physical_rows(logical, total=self.total, size=self.size, capacity=self.capacity)
+
+    # -- reading --------------------------------------------------------------------------
+    def gather(self, name: str, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Rows of one field at validated logical ``idx`` into ``out`` (no torn check)."""
+        fio = self.ready(name)
+        nc, skip = self._split()
+        if not len(idx) or int(idx.max()) < nc:
+            return fio.gather(self.physical(idx), out)
+        old = idx < nc
+        if old.any():
+            sel = np.flatnonzero(old)
+            out[sel] = fio.gather(self.physical(idx[sel]), np.empty((len(sel), *fio.field.shape), fio.field.dtype))
+        new = np.flatnonzero(~old)
+        out[new] = self.tail.gather(name, idx[new] - nc + skip)
+        return out
+
+    def read(self, indices: Any, names: Sequence[str], out: dict[str, np.ndarray] | None = None) -> dict:
+        """Rows at logical ``indices`` (any order, duplicates allowed), one array per field."""
+        idx = self.normalize(indices)
+        for _ in range(TORN_RETRIES):
+            result = {}
+            for name in names:
+                f = self.schema[name]
+                dst = out.get(name) if out is not None else None
+                if dst is None or dst.shape[0] != len(idx):
+                    dst = np.empty((len(idx), *f.shape), f.dtype)
+                result[name] = self.gather(name, idx, dst)
+            if not self.torn(idx):
+                return result
+            self.refresh()  # a writer overwrote rows we read: read them as of now
+        raise CorruptStoreError(f"{self.backend}: rows kept changing under {TORN_RETRIES} consecutive reads")
+
+    def read_range(self, start: int, stop: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Logical rows ``[start, stop)`` as a dict of arrays (copies), read sequentially."""
+        n = len(self)
+        start, stop, _ = slice(start, stop).indices(n)
+        stop = max(start, stop)
+        nc, skip = self._split()
+        shift = self.size - nc
+        a, b = min(start, nc), min(stop, nc)
+        ranges = ring.physical_ranges(a + shift, b + shift, total=self.total, size=self.size,
+                                      capacity=self.capacity)
+        ta, tb = max(start, nc) - nc + skip, max(stop, nc) - nc + skip
+        result = {}
+        for name in names:
+            fio = self.ready(name)
+            parts = [fio.slice(x, y) for x, y in ranges]
+            if tb > ta:
+                parts.append(np.array(self.tail.rows(name)[ta:tb]))
+            f = fio.field
+            result[name] = (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
+                            else np.empty((0, *f.shape), f.dtype))
+        return result
+
+    def read_ids(self, a: int, b: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Committed rows with global ids ``[a, b)`` (still on disk), e.g. to build an index."""
+        lo = self.total - self.size
+        ranges = ring.physical_ranges(a - lo, b - lo, total=self.total, size=self.size,
+                                      capacity=self.capacity)
+        out = {}
+        for name in names:
+            parts = [self.ready(name).slice(x, y) for x, y in ranges]
+            f = self.schema[name]
+            out[name] = (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
+                         else np.empty((0, *f.shape), f.dtype))
+        return out
+
+    def buffered_rows(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Rows appended in this process and not yet committed, oldest first (views)."""
+        if self.tail is None:
+            return {n: np.empty((0, *self.schema[n].shape), self.schema[n].dtype) for n in names}
+        return self.tail.take_all(names)
+
+    def advise(self, advice: int) -> None:
+        for fio in self.fields.values():
+            fio.advise(advice)
+
+
+class BatchReader:
+    """Reads batches of logical rows of ``fields`` (the samplers' hot path).
+
+    Uncompressed fields are gathered straight from their memory-mapped view. When the page
+    cache cannot hold the store, each row is a random disk read: ``readahead`` (``True``,
+    or ``"auto"``, which turns it on when gathers get slow) then asks the kernel for the
+    pages of a batch at once (:meth:`will_need`), so many reads are in flight.
+    """
+
+    def __init__(self, reader: StoreReader, fields: Sequence[str], *, readahead: bool | str = "auto") -> None:
+        if readahead not in (True, False, "auto"):
+            raise ValueError(f"readahead must be True, False or 'auto', got {readahead!r}")
+        self.reader = reader
+        self.fields = tuple(fields)
+        self._fio = [reader.fields[n] for n in self.fields]
+        self._row_bytes = sum(fio.field.row_bytes for fio in self._fio)
+        self.readahead = readahead
+        self._cold = readahead is True
+        self._recent: list[float] = []
+
+    def read(self, indices: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Rows at logical ``indices`` (already in range), one new array per field; ``None``
+        when a ring writer in another process overwrote some of them while they were copied
+        (the reader has then caught up with its commits: draw new indices)."""
+        reader = self.reader
+        fios = [reader.ready(name) for name in self.fields]
+        n = len(indices)
+        t0 = time.perf_counter() if self.readahead == "auto" else 0.0
+        out = {}
+        if reader.tail is not None and reader.tail.count:
+            for fio in fios:
+                f = fio.field
+                out[f.name] = reader.gather(f.name, indices, np.empty((n, *f.shape), f.dtype))
+        else:
+            phys = reader.physical(indices)
+            if self._cold:
+                self._advise(phys)
+            for fio in fios:
+                f = fio.field
+                dst = np.empty((n, *f.shape), f.dtype)
+                view = fio.view
+                if view is not None and view.contiguous:
+                    out[f.name] = view.array.take(phys, axis=0, out=dst)
+                else:
+                    out[f.name] = fio.gather(phys, dst)
+        if reader.live is not None and reader.torn(indices):
+            reader.refresh()
+            return None
+        if self.readahead == "auto" and n:
+            # median of the last batches, so one slow batch (first touch of a mapping, a
+            # scheduler hiccup) does not flip the mode; copying wide rows is not slow
+            self._recent.append((time.perf_counter() - t0) / n - self._row_bytes * 1e-9)
+            if len(self._recent) > 8:
+                del self._recent[0]
+                self._cold = sorted(self._recent)[4] > _COLD_SECONDS_PER_ROW
+        return out
+
+    def will_need(self, indices: np.ndarray) -> None:
+        """Hint the kernel to start reading the pages of these rows (cold-cache mode only)."""
+        if not self._cold or not len(indices):
+            return
+        nc, _ = self.reader._split()
+        committed = indices[indices < nc]
+        if len(committed):
+            self._advise(self.reader.physical(committed))
+
+    def _advise(self, phys: np.ndarray) -> None:
+        for fio in self._fio:
+            fio.will_need(phys)
+
+    def close(self) -> None:
+        """Nothing to release: files belong to the store's fields."""
