@@ -9,14 +9,7 @@ The data flow is collect -> store -> sample -> train -> agent::
     sampler = rs.UniformSampler(store, batch_size=256, seed=0)
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _pkg_version
-
-try:
-    __version__ = _pkg_version("replaystore")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
-
+from . import agents  # noqa: E402,F401  (registers the saved-policy loaders: policy.load_policy)
 from .errors import *  # noqa: E402,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .merge import merge  # noqa: E402
@@ -32,6 +25,7 @@ from .storage import (  # noqa: E402
     unpack,
     verify,
 )
+from .version import __version__
 
 __all__ = [
     "__version__",

@@ -1,24 +1,75 @@
 """The ``replaystore`` command line: a thin layer over the library.
 
-Each command parses its arguments, makes one or two library calls and prints. Errors
-from replaystore (and bad files or arguments) become a one-line message and exit code 1.
+Each command parses its arguments, makes one library call and prints what it returns.
+Errors from replaystore (and bad files or arguments) become a one-line message and exit
+code 1. This is the only module that imports click: long jobs get a :class:`ClickProgress`
+(a click progress bar on stderr) as their ``progress=``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from pathlib import Path
+import time
 from typing import Any
 
 import click
-import numpy as np
 
 from . import __version__
+from .demo import DEMO_STORE
 from .errors import ReplayStoreError
+from .progress import Progress
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-DEMO_STORE = DATA_DIR / "frozenlake-4x4-slippery.zarr"
+
+class ClickProgress(Progress):
+    """A click progress bar on stderr, redrawn at most once every ``every`` seconds (not
+    per step); status values (e.g. ``dq``) are shown after the bar."""
+
+    def __init__(self, every: float = 0.25) -> None:
+        self.every = float(every)
+        self._bar: Any = None
+        self._pending = 0
+        self._last = 0.0
+
+    def start(self, total: int | None, label: str) -> None:
+        self.close()
+        self._bar = click.progressbar(length=total or 0, label=label, file=sys.stderr,
+                                      show_pos=True, item_show_func=lambda s: s)
+        self._bar.__enter__()
+        self._pending = 0
+        self._last = time.monotonic()
+
+    def update(self, n: int = 1, **status: Any) -> None:
+        if self._bar is None:
+            return
+        self._pending += int(n)
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            text = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in status.items())
+            self._bar.update(self._pending, current_item=text or None)
+            self._pending = 0
+            self._last = now
+
+    def close(self) -> None:
+        if self._bar is None:
+            return
+        if self._pending:
+            self._bar.update(self._pending)
+            self._pending = 0
+        self._bar.__exit__(None, None, None)
+        self._bar = None
+
+
+def _progress(on: bool) -> Progress | bool:
+    """What ``--progress/--no-progress`` passes to the library."""
+    return ClickProgress() if on else False
+
+
+def _fields(value: str | None) -> list[str] | None:
+    """``--fields a,b`` as a list (``None``: all)."""
+    return [f.strip() for f in value.split(",")] if value else None
 
 
 class _Group(click.Group):
@@ -47,15 +98,6 @@ def _json_arg(value: str | None, name: str) -> dict:
     return out
 
 
-def _check_out(out: str) -> None:
-    """Fail before the work, not after it, when the output file cannot be written."""
-    parent = Path(out).resolve().parent
-    if not parent.is_dir():
-        raise click.ClickException(f"{out}: directory {parent} does not exist")
-    if not Path(out).name.endswith(".npy"):
-        raise click.ClickException(f"{out}: a Q-table is saved as a .npy file; use a name ending in .npy")
-
-
 def _open(path: str):
     from .storage import open as open_store
 
@@ -76,7 +118,8 @@ def main() -> None:
 @click.option("--episodes", type=click.IntRange(min=1), help="Complete episodes to record.")
 @click.option("--policy", type=click.Choice(["random"]), default="random", show_default=True,
               help="Behaviour policy when no --qtable is given.")
-@click.option("--qtable", type=click.Path(dir_okay=False), help="Act epsilon-greedily from this Q.npy.")
+@click.option("--qtable", type=click.Path(dir_okay=False),
+              help="Act epsilon-greedily from this saved Q.npy (or any saved policy replaystore can load).")
 @click.option("--epsilon", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="Exploration rate with --qtable.")
 @click.option("--num-envs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -97,12 +140,10 @@ def collect(env_id, out, steps, episodes, policy, qtable, epsilon, num_envs, cap
 
     if (steps is None) == (episodes is None):
         raise click.ClickException("collect: give exactly one of --steps N or --episodes N")
-    kwargs = _json_arg(env_kwargs, "--env-kwargs")
-    pol: Any = qtable if qtable else policy
-    stats = run_collect(env_id, out, steps=steps, episodes=episodes, policy=pol,
+    stats = run_collect(env_id, out, steps=steps, episodes=episodes, policy=qtable or policy,
                         epsilon=epsilon if qtable else 0.0, num_envs=num_envs, capacity=capacity,
-                        seed=seed, env_kwargs=kwargs, progress=progress, chunk_rows=chunk_rows,
-                        codecs=codecs)
+                        seed=seed, env_kwargs=_json_arg(env_kwargs, "--env-kwargs"),
+                        progress=_progress(progress), chunk_rows=chunk_rows, codecs=codecs)
     mean = "-" if stats.mean_return is None else f"{stats.mean_return:.3f}"
     click.echo(f"recorded {stats.steps} transitions ({stats.episodes} complete episodes, "
                f"mean return {mean}) into {out} in {stats.seconds:.1f}s")
@@ -116,40 +157,9 @@ def info(path):
 
     Example: replaystore info data/frozenlake-4x4-slippery.zarr
     """
-    from .spaces import describe
+    from .inspect import summary
 
-    store = _open(path)
-    meta = store.metadata
-    sizes = store.nbytes_on_disk()
-    ep = store.episodes()
-    lines = [
-        f"store:          {store.path}",
-        f"format version: {store.format_version} (replaystore {meta['created'].get('replaystore_version')}, "
-        f"created {meta['created'].get('time')})",
-        f"env:            {meta.get('env', {}).get('id') or '-'}"
-        + (f" {json.dumps(meta['env'].get('kwargs'))}" if meta.get("env", {}).get("kwargs") else ""),
-        f"rows:           {len(store):,} (total written {store.total:,})",
-        f"capacity:       {'unbounded' if store.capacity is None else f'{store.capacity:,} (ring)'}",
-        f"episodes:       {len(ep):,} ({int(ep['complete'].sum()) if len(ep) else 0:,} complete)",
-    ]
-    if store.observation_space is not None:
-        lines.append(f"observation:    {describe(store.observation_space)}")
-        lines.append(f"action:         {describe(store.action_space)}")
-    lines.append("fields:")
-    lines.append(f"  {'name':<16}{'dtype':<9}{'shape':<12}{'chunk rows':>11}  {'codec':<12}{'on disk':>10}")
-    for f in store.schema:
-        lines.append(f"  {f.name:<16}{f.dtype.name:<9}{str(f.shape):<12}{f.chunk_rows:>11,}  "
-                     f"{f.codec or 'none':<12}{_human(sizes[f.name]):>10}")
-    lines.append(f"  {'total':<60}{_human(sum(sizes.values())):>10}")
-    click.echo("\n".join(lines))
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    click.echo("\n".join(summary(_open(path)).lines()))
 
 
 @main.command()
@@ -161,13 +171,9 @@ def head(path, rows, fields):
 
     Example: replaystore head fl.zarr -n 5 --fields obs,action,reward
     """
-    import pandas as pd
+    from .inspect import frame_text
 
-    store = _open(path)
-    names = [f.strip() for f in fields.split(",")] if fields else None
-    df = store.to_pandas(fields=names, start=0, stop=rows)
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        click.echo(df.to_string())
+    click.echo(frame_text(_open(path).to_pandas(fields=_fields(fields), start=0, stop=rows)))
 
 
 @main.command()
@@ -178,11 +184,10 @@ def episodes(path, rows):
 
     Example: replaystore episodes fl.zarr -n 20
     """
-    store = _open(path)
-    df = store.episodes()
-    if rows is not None:
-        df = df.head(rows)
-    click.echo(df.to_string(index=False))
+    from .inspect import frame_text
+
+    df = _open(path).episodes()
+    click.echo(frame_text(df if rows is None else df.head(rows), index=False))
 
 
 @main.command()
@@ -196,24 +201,11 @@ def sample(path, batch_size, balanced_by, seed, fields):
 
     Example: replaystore sample fl.zarr --batch-size 8 --balanced-by action --seed 1
     """
-    import pandas as pd
+    from .inspect import frame_text, sample_frame
 
-    from .inspect import _columns
-    from .sampling import BalancedSampler, UniformSampler
-
-    store = _open(path)
-    names = [f.strip() for f in fields.split(",")] if fields else None
-    if balanced_by:
-        s = BalancedSampler(store, by=balanced_by, batch_size=batch_size, seed=seed, fields=names)
-    else:
-        s = UniformSampler(store, batch_size=batch_size, seed=seed, fields=names)
-    batch = s.sample()
-    cols: dict[str, np.ndarray] = {}
-    for k, v in batch.items():
-        if int(np.prod(v.shape[1:], dtype=np.int64)) <= 64:
-            cols.update(_columns(k, v))
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        click.echo(pd.DataFrame(cols).to_string())
+    df = sample_frame(_open(path), batch_size=batch_size, balanced_by=balanced_by, seed=seed,
+                      fields=_fields(fields))
+    click.echo(frame_text(df))
 
 
 @main.command()
@@ -262,31 +254,15 @@ def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, 
 
     Example: replaystore train fl.zarr --out q.npy --gamma 0.95 --eval-every 5000
     """
-    from .agents import QLearningAgent
-    from .training import OfflineTrainer
+    from .training import train_store
 
-    store = _open(path)
-    if alpha_schedule == "auto":
-        alpha_schedule = "constant" if batch_size is None and not balanced_by else "visits"
-    agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, alpha=alpha,
-                                       gamma=gamma, alpha_schedule=alpha_schedule)
-    env_id = env_id or store.env_info.get("id")
-    kwargs = _json_arg(env_kwargs, "--env-kwargs") if env_kwargs else store.env_info.get("kwargs", {})
-    if eval_every and not env_id:
-        raise click.ClickException(f"{path}: --eval-every needs --env ENV_ID: the store does not record its env id")
-    _check_out(out)
-    trainer = OfflineTrainer(store, agent, batch_size=batch_size, seed=seed, balanced_by=balanced_by)
-    res = trainer.train(updates=updates, epochs=epochs, tol=tol, max_updates=max_updates,
-                        eval_env=env_id if eval_every else None, env_kwargs=kwargs, eval_every=eval_every,
-                        eval_episodes=eval_episodes, log_csv=log_csv, progress=progress)
-    agent.save(out)
-    click.echo(f"{res.updates:,} {'sweeps' if batch_size is None and not balanced_by else 'updates'} "
-               f"({res.transitions:,} transitions, "
-               f"{res.transitions_per_second:,.0f}/s): {res.stop_reason}")
-    for ev in res.evaluations[-3:]:
-        click.echo(f"  update {ev['update']:>8,}: mean return {ev['mean_return']:.3f}, "
-                   f"success {ev['success_rate']:.2%}")
-    click.echo(f"saved Q-table {agent.q.shape} to {out}")
+    report = train_store(path, out, updates=updates, epochs=epochs, batch_size=batch_size,
+                         balanced_by=balanced_by, alpha=alpha, alpha_schedule=alpha_schedule,
+                         gamma=gamma, seed=seed, tol=tol, max_updates=max_updates,
+                         eval_every=eval_every, eval_episodes=eval_episodes, env_id=env_id,
+                         env_kwargs=_json_arg(env_kwargs, "--env-kwargs") if env_kwargs else None,
+                         log_csv=log_csv, progress=_progress(progress))
+    click.echo("\n".join(report.lines()))
 
 
 @main.command()
@@ -301,11 +277,9 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
 
     Example: replaystore evaluate FrozenLake-v1 q.npy --episodes 1000 --env-kwargs '{"is_slippery": true}'
     """
-    from .agents import QLearningAgent
     from .training import evaluate as run_eval
 
-    agent = QLearningAgent.load(qtable)
-    r = run_eval(env_id, agent, episodes=episodes, seed=seed, epsilon=epsilon,
+    r = run_eval(env_id, qtable, episodes=episodes, seed=seed, epsilon=epsilon,
                  env_kwargs=_json_arg(env_kwargs, "--env-kwargs"))
     click.echo(f"{env_id}: {r['episodes']} episodes, mean return {r['mean_return']:.3f} "
                f"(std {r['std_return']:.3f}), success rate {r['success_rate']:.2%}, "
@@ -325,12 +299,11 @@ def pack(path, out, overwrite, progress):
 
     Example: replaystore pack runs/frozenlake.zarr frozenlake.zip
     """
-    import os
-
+    from .inspect import human_bytes
     from .storage import pack as run_pack
 
-    res = run_pack(path, out, overwrite=overwrite, progress=progress)
-    click.echo(f"packed {path} into {res} ({_human(os.path.getsize(res))})")
+    res = run_pack(path, out, overwrite=overwrite, progress=_progress(progress))
+    click.echo(f"packed {path} into {res} ({human_bytes(os.path.getsize(res))})")
 
 
 @main.command()
@@ -382,7 +355,7 @@ def export(path, out, fmt, fields, include_images, overwrite, progress):
     """
     from .interop import export_as
 
-    opts: dict[str, Any] = {"overwrite": overwrite, "progress": progress}
+    opts: dict[str, Any] = {"overwrite": overwrite, "progress": _progress(progress)}
     if fmt == "minari":
         if fields or include_images:
             raise click.ClickException("--fields and --include-images apply to --to parquet and --to csv")
@@ -413,7 +386,7 @@ def import_(src, out, fmt, discrete_actions, env_id, env_kwargs, overwrite, prog
     """
     from .interop import import_from
 
-    opts: dict[str, Any] = {"overwrite": overwrite, "progress": progress}
+    opts: dict[str, Any] = {"overwrite": overwrite, "progress": _progress(progress)}
     if fmt == "d4rl":
         opts.update(discrete_actions=discrete_actions, env_id=env_id,
                     env_kwargs=_json_arg(env_kwargs, "--env-kwargs"))
@@ -445,7 +418,8 @@ def merge(out, inputs, append, allow_different_env, capacity, chunk_rows, codecs
     from .merge import merge as run_merge
 
     res = run_merge(out, inputs, append=append, allow_different_env=allow_different_env,
-                    capacity=capacity, chunk_rows=chunk_rows, codecs=codecs, progress=progress)
+                    capacity=capacity, chunk_rows=chunk_rows, codecs=codecs,
+                    progress=_progress(progress))
     click.echo(f"merged {res.inputs} store{'s' if res.inputs != 1 else ''} ({res.rows:,} rows, "
                f"{res.episodes:,} episodes) into {out} ({res.size:,} rows) in {res.seconds:.1f}s")
 
@@ -463,41 +437,9 @@ def demo(data, gamma, seed, episodes, out):
 
     Example: replaystore demo
     """
-    import time
+    from .demo import run_demo
 
-    from .agents import QLearningAgent, policy_value_gap
-    from .training import OfflineTrainer, make_env
-    from .training import evaluate as run_eval
-
-    t0 = time.perf_counter()
-    if out:
-        _check_out(out)
-    store = _open(data)
-    env_id = store.env_info.get("id")
-    kwargs = store.env_info.get("kwargs", {})
-    if not env_id:
-        raise click.ClickException(f"{data}: the store does not record the env id it was collected from")
-    if len(store) == 0:
-        raise click.ClickException(f"{data}: the store holds no transitions")
-    ep = store.episodes()
-    click.echo(f"dataset   {data}\n          {env_id} {json.dumps(kwargs)}: {len(store):,} transitions, "
-               f"{len(ep):,} episodes, behaviour return {ep['return'].mean():.3f}")
-    agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, gamma=gamma,
-                                       alpha=1.0, alpha_schedule="constant")
-    res = OfflineTrainer(store, agent, seed=seed).train(progress=False)
-    click.echo(f"train     {res.updates:,} full sweeps ({res.transitions:,} transitions replayed, "
-               f"{res.transitions_per_second:,.0f}/s); {res.stop_reason}")
-    r = run_eval(env_id, agent, episodes=episodes, seed=seed, env_kwargs=kwargs)
-    click.echo(f"evaluate  {episodes} episodes: mean return {r['mean_return']:.3f}, "
-               f"success rate {r['success_rate']:.1%}, mean length {r['mean_length']:.1f}")
-    env = make_env(env_id, kwargs)
-    gap = policy_value_gap(env, agent.greedy_policy(), gamma)
-    click.echo(f"optimum   V*={gap['v_star']:.4f}, greedy policy V={gap['v_pi']:.4f} "
-               f"(gives up {gap['rel_gap']:.2%} of the optimal value at gamma={gamma})")
-    if out:
-        agent.save(out)
-        click.echo(f"saved     {out}")
-    click.echo(f"done in {time.perf_counter() - t0:.1f}s")
+    run_demo(data, gamma=gamma, seed=seed, episodes=episodes, out=out, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

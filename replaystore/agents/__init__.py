@@ -1,10 +1,17 @@
 """Agents trained from stored transitions, and exact solvers to grade them.
 
+:class:`Agent` (``base.py``) is the interface the trainer uses; :class:`QLearningAgent`
+(``qlearning.py``) is the tabular learner, saved as in ``qtable_files.py``; ``exact.py``
+solves small MDPs exactly. Importing this package registers the agents' saved-policy
+loaders (:func:`replaystore.policy.load_policy`). Nothing here knows about stores or
+samplers: agents see batches of arrays.
+
 >>> from replaystore.agents import QLearningAgent, policy_value_gap
 >>> QLearningAgent(4, 2).greedy_policy().shape
 (4,)
 """
 
+from replaystore.agents.base import Agent
 from replaystore.agents.exact import (
     initial_state_distribution,
     policy_evaluation,
@@ -15,6 +22,7 @@ from replaystore.agents.exact import (
 from replaystore.agents.qlearning import ALPHA_SCHEDULES, AgentConfigError, QLearningAgent
 
 __all__ = [
+    "Agent",
     "QLearningAgent",
     "AgentConfigError",
     "ALPHA_SCHEDULES",

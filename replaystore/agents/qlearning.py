@@ -54,7 +54,6 @@ settled on the stochastic environments.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -63,11 +62,12 @@ from typing import Any
 
 import numpy as np
 
+from replaystore.agents.base import Agent
+from replaystore.agents.qtable_files import qtable_paths, read_bare_table, read_qtable, write_qtable
 from replaystore.errors import (
     AgentConfigError,
     CorruptStoreError,
     FormatVersionError,
-    NotAStoreError,
     ReplayStoreError,
     SchemaError,
     SpaceError,
@@ -84,7 +84,18 @@ _REQUIRED_FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
 _OPTIONAL_FIELDS = ("truncated",)
 
 
-class QLearningAgent:
+def _require_discrete(observation_space: Any, action_space: Any) -> None:
+    from gymnasium.spaces import Discrete
+
+    for role, space in (("observation", observation_space), ("action", action_space)):
+        if not isinstance(space, Discrete):
+            raise SpaceError(
+                f"{role} space {space!r} is not Discrete; "
+                "tabular Q-learning needs Discrete observations and actions"
+            )
+
+
+class QLearningAgent(Agent, saved_format="replaystore.QLearningAgent", suffixes=(".npy",)):
     """Tabular Q-learning over ``n_states`` x ``n_actions``.
 
     Args:
@@ -101,6 +112,9 @@ class QLearningAgent:
     >>> agent.q.shape, agent.alpha_schedule
     ((3, 2), 'visits')
     """
+
+    #: ``act`` takes an array of observations and returns an array of actions
+    batched_act = True
 
     def __init__(
         self,
@@ -140,6 +154,8 @@ class QLearningAgent:
         self.action_start = 0
         self.q = np.full((self.n_states, self.n_actions), self.q_init, dtype=np.float64)
         self.visits = np.zeros((self.n_states, self.n_actions), dtype=np.int64)
+        # a table read from a bare .npy has no recorded offsets: check_spaces adopts them
+        self._starts_from_spaces = False
 
     # ------------------------------------------------------------------ construction
 
@@ -160,18 +176,43 @@ class QLearningAgent:
         replaystore.errors.SpaceError: observation space Box(0.0, 1.0, (2,), float32) is not \
 Discrete; tabular Q-learning needs Discrete observations and actions
         """
-        from gymnasium.spaces import Discrete
-
-        for role, space in (("observation", observation_space), ("action", action_space)):
-            if not isinstance(space, Discrete):
-                raise SpaceError(
-                    f"{role} space {space!r} is not Discrete; "
-                    "tabular Q-learning needs Discrete observations and actions"
-                )
+        _require_discrete(observation_space, action_space)
         agent = cls(int(observation_space.n), int(action_space.n), **hp)
         agent.obs_start = int(observation_space.start)
         agent.action_start = int(action_space.start)
         return agent
+
+    def check_spaces(self, observation_space: Any, action_space: Any) -> None:
+        """Raise :class:`~replaystore.errors.SpaceError` unless both spaces are
+        ``Discrete`` with this Q-table's shape and this agent's offsets (``start``).
+
+        A table read from a bare ``.npy`` file (no sidecar, so no recorded offsets) takes
+        the spaces' offsets instead.
+
+        >>> from gymnasium.spaces import Discrete
+        >>> QLearningAgent(4, 4).check_spaces(Discrete(16), Discrete(4))
+        Traceback (most recent call last):
+        ...
+        replaystore.errors.SpaceError: Q-table shape (4, 4) does not match the spaces \
+Discrete(16) x Discrete(4), which need shape (16, 4)
+        """
+        _require_discrete(observation_space, action_space)
+        want = (int(observation_space.n), int(action_space.n))
+        if tuple(self.q.shape) != want:
+            raise SpaceError(
+                f"Q-table shape {tuple(self.q.shape)} does not match the spaces "
+                f"{observation_space!r} x {action_space!r}, which need shape {want}"
+            )
+        starts = (int(observation_space.start), int(action_space.start))
+        if self._starts_from_spaces:
+            self.obs_start, self.action_start = starts
+            self._starts_from_spaces = False
+        elif (self.obs_start, self.action_start) != starts:
+            raise SpaceError(
+                f"agent offsets (obs_start, action_start)={(self.obs_start, self.action_start)} "
+                f"do not match the spaces {observation_space!r} and {action_space!r}, which "
+                f"start at {starts}"
+            )
 
     # ------------------------------------------------------------------ learning
 
@@ -319,6 +360,34 @@ Discrete; tabular Q-learning needs Discrete observations and actions
         """
         return np.argmax(self.q, axis=1) + self.action_start
 
+    def policy_certified(self, bound: float) -> bool:
+        """True when no further sweep can change the greedy policy.
+
+        After a sweep with largest change ``dq``, value-iteration theory bounds the
+        distance to the fixed point by ``bound = dq * gamma / (1 - gamma)``. If in every
+        state the best action's value exceeds the runner-up's by more than ``2 * bound``,
+        the greedy policy is already that of the fixed point. Only states the data never
+        shows (terminal or unreachable ones) may stay tied; a visited state whose actions
+        still tie (its values have not propagated yet) blocks the certificate.
+
+        >>> agent = QLearningAgent(2, 2)
+        >>> agent.q[:] = [[1.0, 0.0], [0.0, 0.0]]     # state 1 never seen: may tie
+        >>> agent.visits[0] = 1
+        >>> agent.policy_certified(0.4), agent.policy_certified(0.6)
+        (True, False)
+        """
+        q = self.q
+        if q.shape[1] < 2 or not np.isfinite(bound):
+            return False
+        top2 = np.partition(q, q.shape[1] - 2, axis=1)[:, -2:]
+        lead = top2[:, 1] - top2[:, 0]
+        unseen = self.visits.sum(axis=1) == 0
+        return bool(np.all(lead[~unseen] > 2 * bound))
+
+    def describe(self) -> dict[str, Any]:
+        """``{"kind": "qtable", "shape": [n_states, n_actions]}`` (for collection records)."""
+        return {"kind": "qtable", "shape": list(self.q.shape)}
+
     def act(
         self,
         obs: int | np.ndarray,
@@ -426,36 +495,16 @@ Discrete; tabular Q-learning needs Discrete observations and actions
 
     # ------------------------------------------------------------------ files
 
-    @staticmethod
-    def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
-        path = Path(path)
-        if path.suffix != ".npy":
-            raise AgentConfigError(f"Q-table path must end in '.npy', got {str(path)!r}")
-        return path, path.with_suffix(".json"), path.with_suffix(".visits.npy")
-
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the Q-table to ``path`` (``.npy``, float64, ``(n_states, n_actions)``).
 
-        Next to it go ``path.with_suffix('.json')`` (format version, hyperparameters,
-        shape, name of the visits file) and ``path.with_suffix('.visits.npy')`` (int64
-        visit counts). Each file is written to a temporary name and then renamed.
+        Next to it go ``path.with_suffix('.json')`` (format name and version,
+        hyperparameters, names of the other files) and ``path.with_suffix('.visits.npy')``
+        (int64 visit counts); see :mod:`replaystore.agents.qtable_files`.
         """
-        q_path, json_path, visits_path = self._paths(path)
-        meta = {
-            "format": "replaystore.QLearningAgent",
-            "format_version": FORMAT_VERSION,
-            **self.hyperparameters(),
-            "q_file": q_path.name,
-            "visits_file": visits_path.name,
-        }
-        for target, array in ((q_path, self.q), (visits_path, self.visits)):
-            tmp = target.with_name(target.name + ".tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
-            os.replace(tmp, target)
-        tmp = json_path.with_name(json_path.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, json_path)
+        meta = {"format": self.saved_format, "format_version": FORMAT_VERSION,
+                **self.hyperparameters()}
+        write_qtable(path, meta, self.q, self.visits)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> QLearningAgent:
@@ -474,38 +523,33 @@ Discrete; tabular Q-learning needs Discrete observations and actions
         >>> back.q[2, 1], back.gamma
         (np.float64(7.0), 0.9)
         """
-        q_path, json_path, visits_path = cls._paths(path)
-        for p in (q_path, json_path, visits_path):
-            if not p.is_file():
-                raise NotAStoreError(
-                    f"{str(p)!r} does not exist; a saved QLearningAgent needs "
-                    f"{q_path.name}, {json_path.name} and {visits_path.name}"
-                )
-        try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptStoreError(f"{str(json_path)!r} is not valid JSON: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != "replaystore.QLearningAgent":
-            raise CorruptStoreError(
-                f"{str(json_path)!r} does not describe a replaystore.QLearningAgent"
-            )
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{str(json_path)!r} has format_version {meta.get('format_version')!r}, "
-                f"this replaystore reads {FORMAT_VERSION}"
-            )
-        arrays = {}
-        for key, p in (("q", q_path), ("visits", visits_path)):
-            try:
-                arrays[key] = np.load(p, allow_pickle=False)
-            except (OSError, ValueError, EOFError) as exc:
-                raise CorruptStoreError(f"{str(p)!r} is not a readable .npy file: {exc}") from exc
+        meta, arrays = read_qtable(path, str(cls.saved_format), FORMAT_VERSION)
         agent = cls(1, 1)
         try:
             agent.load_state_dict({**meta, **arrays})
         except ReplayStoreError as exc:
-            raise CorruptStoreError(f"{str(q_path)!r}: {exc}") from exc
+            raise CorruptStoreError(f"{str(Path(path))!r}: {exc}") from exc
         return agent
+
+    @classmethod
+    def load_saved(cls, path: str | os.PathLike[str]) -> QLearningAgent:
+        """The saved-policy loader: :meth:`load` when ``path`` has its sidecar, else the
+        bare table in ``path`` (zero visit counts, default hyperparameters, offsets taken
+        from the spaces on the first :meth:`check_spaces`)."""
+        _, json_path, _ = qtable_paths(path)
+        if json_path.is_file():
+            return cls.load(path)
+        q = read_bare_table(path)
+        agent = cls(int(q.shape[0]), int(q.shape[1]))
+        agent.q = q
+        agent._starts_from_spaces = True
+        return agent
+
+    def check_save_path(self, path: str | os.PathLike[str]) -> None:
+        """Raise :class:`~replaystore.errors.AgentConfigError` unless :meth:`save` can
+        write ``path`` (a name ending in ``.npy`` in an existing directory)."""
+        qtable_paths(path)
+        super().check_save_path(path)
 
     def __repr__(self) -> str:
         return (
