@@ -57,11 +57,9 @@ What merging does:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -70,21 +68,19 @@ from typing import Any
 
 import numpy as np
 
-from . import spaces as _spaces
 from .errors import (
-    EnvError,
     ReplayStoreError,
     SchemaError,
     StoreExistsError,
     StoreLockedError,
     StoreModeError,
 )
+from .merge_checks import check_compatible, check_envs, differences
+from .progress import Progress, as_progress
+from .storage import SCALAR_FIELDS, Field, ReplayStore, now_iso
 from .storage import create as _create
 from .storage import open as _open
-from .storage.location import resolve
-from .storage.metadata import now_iso
-from .storage.schema import Field
-from .storage.store import ReplayStore
+from .storage import resolve_backend as resolve
 
 __all__ = ["merge", "MergeStats", "BLOCK_BYTES"]
 
@@ -105,90 +101,6 @@ class MergeStats:
     episodes: int  #: distinct episodes copied (partial ones included)
     size: int  #: rows OUT holds now
     seconds: float
-
-
-# ---------------------------------------------------------------------------------------
-# compatibility
-# ---------------------------------------------------------------------------------------
-def _space_diff(a, b) -> str:
-    """How space ``a`` differs from ``b``, in words."""
-    d = _spaces.describe
-    from gymnasium.spaces import Box, Dict, Tuple
-
-    if type(a) is not type(b):
-        return f"{d(a)} vs {d(b)}"
-    if type(a) is Box:
-        if a.dtype != b.dtype or a.shape != b.shape:
-            return f"{d(a)} vs {d(b)}"
-        for what, x, y in (("low", a.low, b.low), ("high", a.high, b.high)):
-            ne = ~((x == y) | (np.isnan(x) & np.isnan(y)) if x.dtype.kind == "f" else (x == y))
-            if ne.any():
-                i = tuple(int(v) for v in np.argwhere(ne)[0])
-                at = f"[{', '.join(map(str, i))}]" if i else ""
-                return f"{d(a)} vs {d(b)}: {what}{at} is {x[i]} vs {y[i]} ({int(ne.sum())} bound(s) differ)"
-        return f"{d(a)} vs {d(b)}"  # pragma: no cover - equal Boxes are not compared
-    if type(a) is Dict:
-        ka, kb = list(a.spaces), list(b.spaces)
-        if ka != kb:
-            return f"keys {ka} vs {kb}"
-        for k in ka:
-            if not _spaces.space_equal(a.spaces[k], b.spaces[k]):
-                return f"key {k!r}: {_space_diff(a.spaces[k], b.spaces[k])}"
-    if type(a) is Tuple:
-        if len(a.spaces) != len(b.spaces):
-            return f"{len(a.spaces)} vs {len(b.spaces)} elements: {d(a)} vs {d(b)}"
-        for i, (x, y) in enumerate(zip(a.spaces, b.spaces, strict=True)):
-            if not _spaces.space_equal(x, y):
-                return f"element {i}: {_space_diff(x, y)}"
-    return f"{d(a)} vs {d(b)}"
-
-
-def _differences(ref: ReplayStore, other: ReplayStore) -> list[str]:
-    """Everything that keeps ``other``'s rows out of a store like ``ref``, as phrases."""
-    out = []
-    for role, sa, sb in (
-        ("observation", ref.observation_space, other.observation_space),
-        ("action", ref.action_space, other.action_space),
-    ):
-        if sa is None and sb is None:
-            continue
-        if sa is None or sb is None:
-            out.append(f"{role} space {'(none recorded)' if sa is None else _spaces.describe(sa)} vs "
-                       f"{'(none recorded)' if sb is None else _spaces.describe(sb)}")
-        elif not _spaces.space_equal(sa, sb):
-            out.append(f"{role} space {_space_diff(sa, sb)}")
-    spaces_differ = bool(out)
-    names_a, names_b = set(ref.schema.names), set(other.schema.names)
-    if names_b - names_a:
-        out.append(f"field(s) {sorted(names_b - names_a)} only in {other.path}")
-    if names_a - names_b:
-        out.append(f"field(s) {sorted(names_a - names_b)} missing from {other.path}")
-    for name in ref.schema.names:
-        if name not in names_b:
-            continue
-        fa, fb = ref.schema[name], other.schema[name]
-        if fa.dtype != fb.dtype:
-            out.append(f"field {name!r} dtype {fa.dtype.name} vs {fb.dtype.name}")
-        if fa.shape != fb.shape:
-            out.append(f"field {name!r} shape {fa.shape} vs {fb.shape}")
-        if fa.dtype == fb.dtype and fa.shape == fb.shape and not spaces_differ:
-            # a leaf's space follows from the store's spaces: only compare when those agree
-            for key in ("role", "space"):
-                if fa.meta.get(key) != fb.meta.get(key):
-                    out.append(f"field {name!r} {key} {json.dumps(fa.meta.get(key))} vs "
-                               f"{json.dumps(fb.meta.get(key))}")
-    return out
-
-
-def _env_key(env: Mapping) -> tuple:
-    return env.get("id"), json.dumps(env.get("kwargs") or {}, sort_keys=True), bool(env.get("mixed"))
-
-
-def _env_str(env: Mapping) -> str:
-    if not env.get("id"):
-        return "(none recorded)" if not env.get("mixed") else "(mixed)"
-    kw = env.get("kwargs")
-    return env["id"] + (f" {json.dumps(kw, sort_keys=True)}" if kw else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,13 +133,13 @@ def _create_out(path, ref: ReplayStore, *, capacity, chunk_rows, codecs, storage
         kw["storage_options"] = storage_options
     if obs is not None and act is not None:
         extra = [f for f in ref.schema if "role" not in f.meta and f.name not in
-                 ("reward", "terminated", "truncated", "episode", "step")]
+                 dict(SCALAR_FIELDS)]
         store = _create(path, obs, act, extra_fields=extra, **kw)
     else:
         fields = [Field(f.name, f.dtype, f.shape, f.chunk_rows, f.codec, f.meta) for f in ref.schema]
         store = _create(path, fields=fields, **kw)
     try:
-        diff = _differences(ref, store)
+        diff = differences(ref, store)
     except BaseException:
         store.close()
         raise
@@ -335,7 +247,7 @@ def merge(
     codecs: str | Mapping[str, str | None] | None = None,
     allow_different_env: bool = False,
     block_rows: int | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> MergeStats:
     """Concatenate the stores ``inputs`` into a new store ``out`` (see the module docstring).
@@ -355,6 +267,45 @@ def merge(
     (unless ``allow_different_env``). Nothing is written before all checks pass.
     """
     t0 = time.perf_counter()
+    inputs = _check_arguments(out, inputs, block_rows)
+    loc = resolve(out, storage_options)
+    exists = _check_out(out, loc, append=append, capacity=capacity, chunk_rows=chunk_rows,
+                        codecs=codecs, storage_options=storage_options)
+    with contextlib.ExitStack() as stack:
+        srcs, dst = _open_stores(stack, out, inputs, loc, append=append and exists,
+                                 storage_options=storage_options)
+        ref = dst if dst is not None else srcs[0]
+        check_compatible(ref, srcs, into=dst is not None)
+        envs, env_ref, mixed = check_envs(srcs, ref, dst, allow_different_env)
+        block = int(block_rows) if block_rows else _default_block(ref)
+        plan = _Plan(given=inputs, srcs=srcs, envs=envs, ranges=_episode_ranges(srcs, block),
+                     block=block, env=None if mixed else env_ref, mixed=mixed)
+        rows, episodes, size = _write_out(stack, out, loc, dst, plan, progress=progress,
+                                          capacity=capacity, chunk_rows=chunk_rows, codecs=codecs,
+                                          storage_options=storage_options)
+    return MergeStats(path=str(out), inputs=len(srcs), rows=rows, episodes=episodes, size=size,
+                      seconds=time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one merge copies: the inputs as given and opened, their envs and episode id
+    ranges, rows per block, and the env OUT records (``None`` when ``mixed``)."""
+
+    given: list
+    srcs: list[ReplayStore]
+    envs: list[dict]
+    ranges: list
+    block: int
+    env: dict | None
+    mixed: bool
+
+
+# ---------------------------------------------------------------------------------------
+# checks, before anything is written
+# ---------------------------------------------------------------------------------------
+def _check_arguments(out, inputs, block_rows) -> list:
+    """``inputs`` as a list (one path alone is a list of one), once the arguments are valid."""
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
     inputs = list(inputs)
@@ -362,118 +313,123 @@ def merge(
         raise SchemaError(f"{out}: merge needs at least one input store")
     if block_rows is not None and (not isinstance(block_rows, int | np.integer) or block_rows <= 0):
         raise SchemaError(f"merge: block_rows must be a positive int, got {block_rows!r}")
-    loc = resolve(out, storage_options)
+    return inputs
+
+
+def _check_out(out, loc, *, append: bool, capacity, chunk_rows, codecs, storage_options) -> bool:
+    """Whether OUT (at ``loc``) exists, once it is known that the merge may write there."""
     local = loc.local
     if local is not None:
         exists = local.exists() and not _is_empty_dir(local)
     else:
         exists = not loc.is_empty()
-    if loc.kind == "zip":
+    if not loc.writable:
         loc.close()  # only looked at: a .zip is never written
     if exists and not append:
         raise StoreExistsError(
             f"{out}: already exists; merge into a new path, or pass --append (append=True) to "
             "add the inputs to this store"
         )
-    if loc.kind == "zip" or (local is not None and local.suffix.lower() == ".zip" and not exists):
+    if not loc.writable or (local is not None and local.suffix.lower() == ".zip" and not exists):
         raise StoreModeError(
             f"{out}: a .zip store is read-only; merge into a directory, then pack it "
             "(replaystore pack)"
         )
     if append and exists:
-        if capacity is not None or chunk_rows is not None or codecs is not None:
-            with _open(out, "r", storage_options=storage_options) as probe:
-                if capacity is not None and probe.capacity != capacity:
-                    raise SchemaError(
-                        f"{out}: appending to an existing store keeps its capacity "
-                        f"({probe.capacity}); got capacity={capacity}"
-                    )
-                if chunk_rows is not None or codecs is not None:
-                    raise SchemaError(
-                        f"{out}: appending to an existing store keeps its chunking and codecs; "
-                        "drop chunk_rows/codecs (--chunk-rows/--codecs)"
-                    )
+        _check_append_options(out, capacity=capacity, chunk_rows=chunk_rows, codecs=codecs,
+                              storage_options=storage_options)
+    return exists
 
-    with contextlib.ExitStack() as stack:
-        srcs = [stack.enter_context(_open(p, "r")) for p in inputs]
-        dst: ReplayStore | None = None
-        if append and exists:
-            for s in srcs:
-                if _same_store(loc, s):
-                    raise SchemaError(f"{out}: a store cannot be merged into itself (it is also an input)")
-            dst = stack.enter_context(_open(out, "a", storage_options=storage_options, **_WRITE_OPTIONS))
-        ref = dst if dst is not None else srcs[0]
-        for s in srcs:
-            if s is ref:
-                continue
-            diff = _differences(ref, s)
-            if diff:
-                raise SchemaError(
-                    f"cannot merge {s.path} {'into' if dst is not None else 'with'} {ref.path}: "
-                    f"{'; '.join(diff)} ({ref.path} vs {s.path})"
-                )
-        # the environments: OUT counts unless it has never held a row and records none
-        envs = [s.env_info for s in srcs]
-        env_ref = ref.env_info
-        env_from = ref
-        if dst is not None and dst.total == 0 and not env_ref.get("id"):
-            env_ref, env_from = envs[0], srcs[0]
-        mixed = False
-        for s, e in zip(srcs, envs, strict=True):
-            if _env_key(e) != _env_key(env_ref):
-                if not allow_different_env:
-                    raise EnvError(
-                        f"cannot merge {s.path} (env {_env_str(e)}) with {env_from.path} (env "
-                        f"{_env_str(env_ref)}): transitions of different environments would be "
-                        "mixed; pass --allow-different-env (allow_different_env=True) to merge anyway"
-                    )
-                mixed = True
-        block = int(block_rows) if block_rows else _default_block(ref)
-        ranges = [_episode_range(s, block) for s in srcs]
-        for s, r in zip(srcs, ranges, strict=True):
-            if r is not None and r[1] - r[0] > 2**62:
-                raise SchemaError(f"{s.path}: episode ids {r[0]}..{r[1]} span too wide to renumber")
 
-        # -- OUT -------------------------------------------------------------------------
-        tmp: Path | None = None
-        new_remote = dst is None and local is None
-        try:
-            if dst is None:
-                target: Any = out
-                if local is not None:
-                    tmp = local.parent / f"{local.name}.merging-{os.getpid()}-{secrets.token_hex(4)}"
-                    target = tmp
-                # a new local OUT is synced once, file by file, before it is renamed into
-                # place: syncing at every commit would buy nothing
-                dst = _create_out(target, srcs[0], capacity=capacity, chunk_rows=chunk_rows,
-                                  codecs=codecs, storage_options=storage_options, fsync=tmp is None)
-                stack.callback(dst.close)
-            stats = _copy(dst, srcs, inputs, envs, ranges, block=block, progress=progress,
-                          env=None if mixed else env_ref, mixed=mixed)
-            dst.close()
-            if tmp is not None:
-                _sync_tree(tmp)
-                _move_into_place(tmp, local)
-                tmp = None
-        except BaseException:
-            if tmp is not None or new_remote:
-                if dst is not None:
-                    with contextlib.suppress(Exception):
-                        dst.close()
-                if tmp is not None:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                elif new_remote:
-                    with contextlib.suppress(Exception):
-                        loc.delete_all()
-            raise
-    rows, episodes, size = stats
-    return MergeStats(path=str(out), inputs=len(srcs), rows=rows, episodes=episodes, size=size,
-                      seconds=time.perf_counter() - t0)
+def _check_append_options(out, *, capacity, chunk_rows, codecs, storage_options) -> None:
+    """Appending keeps the existing OUT's capacity and layout: refuse options that change them."""
+    if capacity is None and chunk_rows is None and codecs is None:
+        return
+    with _open(out, "r", storage_options=storage_options) as probe:
+        if capacity is not None and probe.capacity != capacity:
+            raise SchemaError(
+                f"{out}: appending to an existing store keeps its capacity "
+                f"({probe.capacity}); got capacity={capacity}"
+            )
+        if chunk_rows is not None or codecs is not None:
+            raise SchemaError(
+                f"{out}: appending to an existing store keeps its chunking and codecs; "
+                "drop chunk_rows/codecs (--chunk-rows/--codecs)"
+            )
+
+
+def _open_stores(stack: contextlib.ExitStack, out, inputs: list, loc, *, append: bool,
+                 storage_options) -> tuple[list[ReplayStore], ReplayStore | None]:
+    """The inputs opened read-only, and OUT opened to append (``None`` for a new OUT)."""
+    srcs = [stack.enter_context(_open(p, "r")) for p in inputs]
+    if not append:
+        return srcs, None
+    for s in srcs:
+        if _same_store(loc, s):
+            raise SchemaError(f"{out}: a store cannot be merged into itself (it is also an input)")
+    dst = stack.enter_context(_open(out, "a", storage_options=storage_options, **_WRITE_OPTIONS))
+    return srcs, dst
+
+
+def _episode_ranges(srcs: list[ReplayStore], block: int) -> list:
+    """Each input's smallest and largest episode id (``None`` for an empty input)."""
+    ranges = [_episode_range(s, block) for s in srcs]
+    for s, r in zip(srcs, ranges, strict=True):
+        if r is not None and r[1] - r[0] > 2**62:
+            raise SchemaError(f"{s.path}: episode ids {r[0]}..{r[1]} span too wide to renumber")
+    return ranges
 
 
 def _default_block(store: ReplayStore) -> int:
     row = sum(f.row_bytes for f in store.schema)
     return int(max(1, min(1 << 20, BLOCK_BYTES // max(1, row))))
+
+
+# ---------------------------------------------------------------------------------------
+# writing OUT
+# ---------------------------------------------------------------------------------------
+def _write_out(stack: contextlib.ExitStack, out, loc, dst: ReplayStore | None, plan: _Plan, *,
+               progress: bool | Progress, capacity, chunk_rows, codecs,
+               storage_options) -> tuple[int, int, int]:
+    """Copy the inputs into ``dst`` (appending), or into a new OUT built aside and moved into
+    place when complete; a failed merge into a new OUT leaves nothing behind."""
+    local = loc.local
+    tmp: Path | None = None
+    new_remote = dst is None and local is None
+    try:
+        if dst is None:
+            target: Any = out
+            if local is not None:
+                tmp = local.parent / f"{local.name}.merging-{os.getpid()}-{secrets.token_hex(4)}"
+                target = tmp
+            # a new local OUT is synced once, file by file, before it is renamed into
+            # place: syncing at every commit would buy nothing
+            dst = _create_out(target, plan.srcs[0], capacity=capacity, chunk_rows=chunk_rows,
+                              codecs=codecs, storage_options=storage_options, fsync=tmp is None)
+            stack.callback(dst.close)
+        stats = _copy(dst, plan, progress)
+        dst.close()
+        if tmp is not None:
+            _sync_tree(tmp)
+            _move_into_place(tmp, local)
+            tmp = None
+    except BaseException:
+        if tmp is not None or new_remote:
+            _discard_new_out(dst, tmp, loc)
+        raise
+    return stats
+
+
+def _discard_new_out(dst: ReplayStore | None, tmp: Path | None, loc) -> None:
+    """Remove a new OUT a merge failed to complete: its temporary directory, or the remote keys."""
+    if dst is not None:
+        with contextlib.suppress(Exception):
+            dst.close()
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(Exception):
+            loc.delete_all()
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -487,76 +443,31 @@ def _move_into_place(tmp: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
-def _copy(dst: ReplayStore, srcs: list[ReplayStore], given: list, envs: list[dict],
-          ranges: list, *, block: int, progress: bool, env: dict | None, mixed: bool) -> tuple[int, int, int]:
+# ---------------------------------------------------------------------------------------
+# copying, with provenance
+# ---------------------------------------------------------------------------------------
+def _copy(dst: ReplayStore, plan: _Plan, progress: bool | Progress) -> tuple[int, int, int]:
     """Copy every input's rows into ``dst``, recording provenance as it goes."""
     merged_at = now_iso()
     info = dst.info
     records = list(info.get("merged_from", []))
     collections = list(info.get("collections", []))
-    if mixed:
-        dst.update_info(env={"id": None, "kwargs": {}, "mixed": True})
-    elif env and not dst.env_info.get("id"):
-        dst.update_info(env=env)
-    total_rows = sum(len(s) for s in srcs)
-    bar = _progressbar(total_rows) if progress else contextlib.nullcontext(None)
+    _record_env(dst, plan)
+    total_rows = sum(len(s) for s in plan.srcs)
     rows_copied = episodes = 0
     next_id = dst.next_episode
-    with bar as pbar:
-        for path, src, env_k, rng in zip(given, srcs, envs, ranges, strict=True):
+    with as_progress(progress).task(total_rows, "merge") as pbar:
+        for path, src, env_k, rng in zip(plan.given, plan.srcs, plan.envs, plan.ranges, strict=True):
             k = len(records)
             n = len(src)
             offset = None if rng is None else next_id - rng[0]
             src_info = src.info
-            record: dict[str, Any] = {
-                "path": str(path),
-                "rows": n,
-                "episodes": None,
-                "env": env_k,
-                "created": src.metadata.get("created", {}),
-                "capacity": src.capacity,
-                "input_rows": [src.total - src.size, src.total],
-                "out_rows": [dst.total + dst.buffered, None],
-                "episode_offset": offset,
-                "info": {key: v for key, v in src_info.items() if key != "collections"},
-                "merged_at": merged_at,
-                "status": "running",
-            }
-            records.append(record)
+            records.append(_input_record(dst, src, src_info, path=path, rows=n, env=env_k,
+                                         offset=offset, merged_at=merged_at))
             collections.extend({**c, "input": k} for c in src_info.get("collections", []))
             dst.update_info({"merged_from": records, "collections": collections, "merged_at": merged_at})
-            distinct = _Distinct(str(src.path), *rng, n) if rng is not None else None
-            status = "interrupted"
-            try:
-                for a in range(0, n, block):
-                    b = min(n, a + block)
-                    rows = src.read_range(a, b)
-                    if src.torn(np.array([a])):
-                        raise StoreLockedError(
-                            f"{src.path}: a writer overwrote rows of this ring while they were copied; "
-                            "stop the writer (or merge a copy of the store) and merge again"
-                        )
-                    ep = rows["episode"]
-                    distinct.add(ep)
-                    rows["episode"] = ep + np.int64(offset)
-                    try:
-                        dst.extend(rows)
-                    except ReplayStoreError as e:
-                        raise type(e)(f"merge: rows {a}..{b - 1} of {src.path}: {e}") from None
-                    if pbar is not None:
-                        pbar.update(b - a)
-                dst.flush()
-                status = "complete"
-            finally:
-                count = distinct.count() if distinct is not None else 0
-                with contextlib.suppress(Exception):
-                    dst.flush()
-                record.update(status=status, episodes=count, out_rows=[record["out_rows"][0], dst.total])
-                if status == "complete":
-                    dst.update_info({"merged_from": records})
-                else:
-                    with contextlib.suppress(Exception):
-                        dst.update_info({"merged_from": records})
+            count = _copy_input(dst, src, n, records, offset=offset, rng=rng, block=plan.block,
+                                pbar=pbar)
             rows_copied += n
             episodes += count
             if rng is not None:
@@ -564,7 +475,74 @@ def _copy(dst: ReplayStore, srcs: list[ReplayStore], given: list, envs: list[dic
     return rows_copied, episodes, len(dst)
 
 
-def _progressbar(length: int):
-    import click
+def _record_env(dst: ReplayStore, plan: _Plan) -> None:
+    """OUT's env: mixed, the inputs' (if OUT records none yet), or OUT's own."""
+    if plan.mixed:
+        dst.update_info(env={"id": None, "kwargs": {}, "mixed": True})
+    elif plan.env and not dst.env_info.get("id"):
+        dst.update_info(env=plan.env)
 
-    return click.progressbar(length=length, label="merge", file=sys.stderr, show_pos=True)
+
+def _input_record(dst: ReplayStore, src: ReplayStore, src_info: dict, *, path, rows: int,
+                  env: dict, offset: int | None, merged_at: str) -> dict[str, Any]:
+    """One input's ``merged_from`` record as written before its rows are copied (``episodes``
+    and OUT's last row are filled in, and ``status`` set, when the copy ends)."""
+    return {
+        "path": str(path),
+        "rows": rows,
+        "episodes": None,
+        "env": env,
+        "created": src.metadata.get("created", {}),
+        "capacity": src.capacity,
+        "input_rows": [src.total - src.size, src.total],
+        "out_rows": [dst.total + dst.buffered, None],
+        "episode_offset": offset,
+        "info": {key: v for key, v in src_info.items() if key != "collections"},
+        "merged_at": merged_at,
+        "status": "running",
+    }
+
+
+def _copy_input(dst: ReplayStore, src: ReplayStore, n: int, records: list, *, offset: int | None,
+                rng, block: int, pbar) -> int:
+    """Copy the ``n`` rows of ``src`` into ``dst`` and complete its record (``records[-1]``):
+    ``"complete"``, or ``"interrupted"`` if the copy failed. Returns its distinct episodes."""
+    record = records[-1]
+    distinct = _Distinct(str(src.path), *rng, n) if rng is not None else None
+    status = "interrupted"
+    try:
+        _copy_blocks(dst, src, n, offset=offset, distinct=distinct, block=block, pbar=pbar)
+        dst.flush()
+        status = "complete"
+    finally:
+        count = distinct.count() if distinct is not None else 0
+        with contextlib.suppress(Exception):
+            dst.flush()
+        record.update(status=status, episodes=count, out_rows=[record["out_rows"][0], dst.total])
+        if status == "complete":
+            dst.update_info({"merged_from": records})
+        else:
+            with contextlib.suppress(Exception):
+                dst.update_info({"merged_from": records})
+    return count
+
+
+def _copy_blocks(dst: ReplayStore, src: ReplayStore, n: int, *, offset: int | None,
+                 distinct: _Distinct | None, block: int, pbar) -> None:
+    """Append the rows of ``src`` to ``dst`` block by block, episode ids shifted by ``offset``."""
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        rows = src.read_range(a, b)
+        if src.torn(np.array([a])):
+            raise StoreLockedError(
+                f"{src.path}: a writer overwrote rows of this ring while they were copied; "
+                "stop the writer (or merge a copy of the store) and merge again"
+            )
+        ep = rows["episode"]
+        distinct.add(ep)
+        rows["episode"] = ep + np.int64(offset)
+        try:
+            dst.extend(rows)
+        except ReplayStoreError as e:
+            raise type(e)(f"merge: rows {a}..{b - 1} of {src.path}: {e}") from None
+        pbar.update(b - a)

@@ -1,5 +1,5 @@
 """Shared pieces of the exporters and importers: what they return, optional imports,
-output files written atomically, progress bars and block sizes."""
+output files written atomically and block sizes (progress: :mod:`replaystore.progress`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import dataclasses
 import importlib
 import os
 import shutil
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,32 +143,6 @@ def atomic_output(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-class Progress:
-    """A click progress bar on stderr when asked for (a no-op otherwise), like
-    ``collect`` and ``train`` show."""
-
-    def __init__(self, total: int, on: bool, label: str) -> None:
-        self.bar = None
-        if on:
-            import click
-
-            self.bar = click.progressbar(length=max(int(total), 0), label=label, file=sys.stderr,
-                                         show_pos=True)
-            self.bar.__enter__()
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(int(n))
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 def block_rows(row_bytes: int, requested: int | None = None) -> int:

@@ -51,10 +51,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from .. import __version__
 from ..errors import DatasetNotFoundError, InteropError
-from ..storage.metadata import now_iso
-from ._common import InteropStats, Progress, discard_on_failure, require
+from ..progress import Progress, as_progress
+from ..storage import create, now_iso
+from ..version import __version__
+from ._common import InteropStats, discard_on_failure, require
 from ._common import block_rows as _block_rows
 
 __all__ = ["import_d4rl", "REQUIRED_KEYS"]
@@ -114,7 +115,7 @@ def import_d4rl(
     chunk_rows: Any = None,
     codecs: Any = None,
     block_rows: int | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
 ) -> InteropStats:
     """Create the store ``out`` from the D4RL-style HDF5 file ``src`` (see the module docstring).
 
@@ -129,68 +130,17 @@ def import_d4rl(
         import_d4rl("hopper-medium-v2.hdf5", "hopper.zarr", env_id="Hopper-v4")
     """
     h5py = require("h5py", "hdf5", "import of D4RL HDF5 files")
-    from ..storage.create import create
-
     t0 = time.perf_counter()
-    path = Path(src)
-    if not path.exists():
-        raise DatasetNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise InteropError(f"{path}: is a directory, not an HDF5 file")
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as e:
-        raise InteropError(f"{path}: not a readable HDF5 file ({e})") from None
+    path, fh = _open_file(h5py, src)
     stats = InteropStats("import", "D4RL file", str(path), str(out))
     with fh as f:
-        keys = sorted(f.keys())
-        for key in REQUIRED_KEYS:
-            if key not in f:
-                raise InteropError(
-                    f"{path}: no {key!r} dataset; a D4RL-style file has {', '.join(REQUIRED_KEYS)} "
-                    f"(and optionally {', '.join(_OPTIONAL_KEYS)}); this one has {', '.join(keys) or 'nothing'}"
-                )
-        present = [k for k in (*REQUIRED_KEYS, *_OPTIONAL_KEYS) if k in f]
-        for key in present:
-            if not isinstance(f[key], h5py.Dataset) or len(f[key].shape) == 0:
-                raise InteropError(f"{path}: {key!r} is not an array of rows")
-        n = int(f["observations"].shape[0])
-        for key in present:
-            if f[key].shape[0] != n:
-                raise InteropError(
-                    f"{path}: {key!r} has {f[key].shape[0]:,} rows but 'observations' has {n:,}; "
-                    "every key needs one row per transition"
-                )
-        for key in ("rewards", "terminals", "timeouts"):
-            if key in f and f[key].shape[1:] not in ((), (1,)):
-                raise InteropError(f"{path}: {key!r} has shape {f[key].shape}; expected (N,) or (N, 1)")
-        has_next = "next_observations" in f
-        if has_next and f["next_observations"].shape != f["observations"].shape:
-            raise InteropError(f"{path}: 'next_observations' has shape {f['next_observations'].shape}; "
-                               f"'observations' has {f['observations'].shape}")
-        has_timeouts = "timeouts" in f
-        if n == 0:
-            raise InteropError(f"{path}: 'observations' has no rows; nothing to import")
-        scan = _block_rows(max(1, f["actions"].dtype.itemsize))
-        obs_space = observation_space or _box("observations", f["observations"], path)
-        if action_space is not None:
-            act_space = action_space
-        elif discrete_actions:
-            act_space = _discrete(f["actions"], path, scan)
-        else:
-            act_space = _box("actions", f["actions"], path)
+        keys, n = _check_file(h5py, f, path)
+        has_next, has_timeouts = "next_observations" in f, "timeouts" in f
+        obs_space, act_space = _infer_spaces(f, path, observation_space, action_space,
+                                             discrete_actions)
         if not has_timeouts:
             stats.note("no 'timeouts' in the file: episodes end only at terminals")
-        provenance = {
-            "format": "d4rl",
-            "file": str(path.resolve()),
-            "rows_in_file": n,
-            "next_observations": has_next,
-            "timeouts": has_timeouts,
-            "ignored_keys": [k for k in keys if k not in (*REQUIRED_KEYS, *_OPTIONAL_KEYS)],
-            "imported": now_iso(),
-            "replaystore_version": __version__,
-        }
+        provenance = _provenance(path, keys, n, has_next, has_timeouts)
         store = create(out, obs_space, act_space, env_id=env_id, info={"imported_from": provenance},
                        chunk_rows=chunk_rows, codecs=codecs, overwrite=overwrite)
         with discard_on_failure(store):
@@ -202,19 +152,100 @@ def import_d4rl(
             stats.episodes = episodes
             stats.dropped_rows = n - kept
             stats.columns = tuple(store.schema.names)
-            if n - kept:
-                stats.note(f"dropped {n - kept:,} row(s) with no next observation in the file (the last "
-                           "row of each episode: the file has no 'next_observations')")
-            if rounded:
-                stats.note(f"{rounded:,} reward(s) rounded to float32 (the store keeps float32 rewards)")
+            for message in _notes(n - kept, rounded):
+                stats.note(message)
             store.update_info({"imported_from": {**provenance, "rows": kept, "dropped_rows": n - kept,
                                                  "episodes": episodes, "notes": stats.notes}})
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
+def _open_file(h5py: Any, src: str | os.PathLike) -> tuple[Path, Any]:
+    """``src`` as a Path, and the HDF5 file opened read-only."""
+    path = Path(src)
+    if not path.exists():
+        raise DatasetNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise InteropError(f"{path}: is a directory, not an HDF5 file")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as e:
+        raise InteropError(f"{path}: not a readable HDF5 file ({e})") from None
+    return path, fh
+
+
+def _check_file(h5py: Any, f: Any, path: Path) -> tuple[list[str], int]:
+    """The file's keys and row count, once its datasets are known to make transitions."""
+    keys = sorted(f.keys())
+    for key in REQUIRED_KEYS:
+        if key not in f:
+            raise InteropError(
+                f"{path}: no {key!r} dataset; a D4RL-style file has {', '.join(REQUIRED_KEYS)} "
+                f"(and optionally {', '.join(_OPTIONAL_KEYS)}); this one has {', '.join(keys) or 'nothing'}"
+            )
+    present = [k for k in (*REQUIRED_KEYS, *_OPTIONAL_KEYS) if k in f]
+    for key in present:
+        if not isinstance(f[key], h5py.Dataset) or len(f[key].shape) == 0:
+            raise InteropError(f"{path}: {key!r} is not an array of rows")
+    n = int(f["observations"].shape[0])
+    for key in present:
+        if f[key].shape[0] != n:
+            raise InteropError(
+                f"{path}: {key!r} has {f[key].shape[0]:,} rows but 'observations' has {n:,}; "
+                "every key needs one row per transition"
+            )
+    for key in ("rewards", "terminals", "timeouts"):
+        if key in f and f[key].shape[1:] not in ((), (1,)):
+            raise InteropError(f"{path}: {key!r} has shape {f[key].shape}; expected (N,) or (N, 1)")
+    if "next_observations" in f and f["next_observations"].shape != f["observations"].shape:
+        raise InteropError(f"{path}: 'next_observations' has shape {f['next_observations'].shape}; "
+                           f"'observations' has {f['observations'].shape}")
+    if n == 0:
+        raise InteropError(f"{path}: 'observations' has no rows; nothing to import")
+    return keys, n
+
+
+def _infer_spaces(f: Any, path: Path, observation_space: gym.Space | None,
+                  action_space: gym.Space | None, discrete_actions: bool) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces: as given, else inferred from the data."""
+    scan = _block_rows(max(1, f["actions"].dtype.itemsize))
+    obs_space = observation_space or _box("observations", f["observations"], path)
+    if action_space is not None:
+        act_space = action_space
+    elif discrete_actions:
+        act_space = _discrete(f["actions"], path, scan)
+    else:
+        act_space = _box("actions", f["actions"], path)
+    return obs_space, act_space
+
+
+def _provenance(path: Path, keys: list[str], n: int, has_next: bool, has_timeouts: bool) -> dict:
+    """``info["imported_from"]`` as recorded when the store is created."""
+    return {
+        "format": "d4rl",
+        "file": str(path.resolve()),
+        "rows_in_file": n,
+        "next_observations": has_next,
+        "timeouts": has_timeouts,
+        "ignored_keys": [k for k in keys if k not in (*REQUIRED_KEYS, *_OPTIONAL_KEYS)],
+        "imported": now_iso(),
+        "replaystore_version": __version__,
+    }
+
+
+def _notes(dropped: int, rounded: int) -> list[str]:
+    """What the copy left out or changed, in words."""
+    notes = []
+    if dropped:
+        notes.append(f"dropped {dropped:,} row(s) with no next observation in the file (the last "
+                     "row of each episode: the file has no 'next_observations')")
+    if rounded:
+        notes.append(f"{rounded:,} reward(s) rounded to float32 (the store keeps float32 rewards)")
+    return notes
+
+
 def _copy(f: Any, store: Any, path: Path, n: int, has_next: bool, has_timeouts: bool,
-          block_rows: int | None, progress: bool) -> tuple[int, int, int]:
+          block_rows: int | None, progress: bool | Progress) -> tuple[int, int, int]:
     """Copy the rows block by block; returns (rows kept, rewards rounded, episodes)."""
     row = sum(int(np.prod(f[k].shape[1:], dtype=np.int64)) * f[k].dtype.itemsize
               for k in ("observations", "actions")) * (1 if has_next else 2) + 16
@@ -222,38 +253,23 @@ def _copy(f: Any, store: Any, path: Path, n: int, has_next: bool, has_timeouts: 
     cur_ep, cur_step = 0, 0
     kept = rounded = episodes = 0
     last_seen = -1
-    with Progress(n, progress, "import d4rl") as bar:
+    with as_progress(progress).task(n, "import d4rl") as bar:
         for a in range(0, n, step):
             b = min(n, a + step)
             m = b - a
             obs = f["observations"][a : min(n, b + (0 if has_next else 1))]
             act = f["actions"][a:b]
-            rew = np.asarray(f["rewards"][a:b]).reshape(m)
-            if rew.dtype.kind not in "fiu":
-                raise InteropError(f"{path}: 'rewards' has dtype {rew.dtype}; expected numbers")
-            bad = ~np.isfinite(rew.astype(np.float64))
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise InteropError(f"{path}: 'rewards' row {a + i} is {rew[i]}; rewards must be finite")
-            if rew.dtype != np.float32:
-                rounded += int(np.count_nonzero(rew.astype(np.float32).astype(np.float64)
-                                                != rew.astype(np.float64)))
+            rew, r = _rewards(f, a, b, path)
+            rounded += r
             term = _flags(f, "terminals", a, b, path)
             tout = _flags(f, "timeouts", a, b, path) if has_timeouts else np.zeros(m, bool)
             done = term | tout
-            # episode and step of every row of the file (before any row is dropped)
-            d = done.astype(np.int64)
-            ep = cur_ep + np.cumsum(d) - d
-            idx = np.arange(m, dtype=np.int64)
-            prev = np.maximum.accumulate(np.concatenate(([-1], np.where(done, idx, -1)[:-1])))
-            stp = np.where(prev < 0, cur_step + idx, idx - prev - 1)
-            cur_ep += int(d.sum())
-            cur_step = 0 if done[-1] else int(stp[-1]) + 1
+            ep, stp, cur_ep, cur_step = _number_rows(done, cur_ep, cur_step)
             if has_next:
                 keep = np.arange(m)
                 nxt = f["next_observations"][a:b]
             else:
-                keep = np.flatnonzero(~done & (a + idx + 1 < n))
+                keep = np.flatnonzero(~done & (a + np.arange(m, dtype=np.int64) + 1 < n))
                 nxt = obs[keep + 1]
             if len(keep):
                 store.extend({
@@ -268,3 +284,33 @@ def _copy(f: Any, store: Any, path: Path, n: int, has_next: bool, has_timeouts: 
             bar.update(m)
     store.flush()
     return kept, rounded, episodes
+
+
+def _rewards(f: Any, a: int, b: int, path: Path) -> tuple[np.ndarray, int]:
+    """Rows ``a:b`` of 'rewards' (refused unless finite numbers), and how many of them
+    float32 rounds."""
+    rew = np.asarray(f["rewards"][a:b]).reshape(b - a)
+    if rew.dtype.kind not in "fiu":
+        raise InteropError(f"{path}: 'rewards' has dtype {rew.dtype}; expected numbers")
+    bad = ~np.isfinite(rew.astype(np.float64))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InteropError(f"{path}: 'rewards' row {a + i} is {rew[i]}; rewards must be finite")
+    rounded = 0
+    if rew.dtype != np.float32:
+        rounded = int(np.count_nonzero(rew.astype(np.float32).astype(np.float64)
+                                       != rew.astype(np.float64)))
+    return rew, rounded
+
+
+def _number_rows(done: np.ndarray, cur_ep: int, cur_step: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Episode id and step of every row of a block of the file (before any row is dropped;
+    ``done``: the rows that end an episode), and the episode and step the next block starts at."""
+    d = done.astype(np.int64)
+    ep = cur_ep + np.cumsum(d) - d
+    idx = np.arange(len(done), dtype=np.int64)
+    prev = np.maximum.accumulate(np.concatenate(([-1], np.where(done, idx, -1)[:-1])))
+    stp = np.where(prev < 0, cur_step + idx, idx - prev - 1)
+    cur_ep += int(d.sum())
+    cur_step = 0 if done[-1] else int(stp[-1]) + 1
+    return ep, stp, cur_ep, cur_step

@@ -51,6 +51,7 @@ directory; ``minari.MinariDataset(path + "/data")`` reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -64,7 +65,6 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from .. import __version__
 from .. import spaces as _spaces
 from ..errors import (
     DatasetNotFoundError,
@@ -72,20 +72,20 @@ from ..errors import (
     MissingExtraError,
     StoreExistsError,
 )
-from ..storage.metadata import now_iso
+from ..progress import Progress, as_progress
+from ..storage import create, now_iso
+from ..version import __version__
 from ._common import (
     InteropStats,
-    Progress,
     discard_on_failure,
     opened_store,
     require,
     row_bytes,
 )
 from ._common import block_rows as _block_rows
+from .minari_episodes import EpisodeCollector, episode_rows, scan_episodes
 
 __all__ = ["export_minari", "import_minari"]
-
-_FLAGS = ["episode", "step", "terminated", "truncated"]
 
 
 def _minari(what: str) -> Any:
@@ -176,45 +176,8 @@ def _load(mn: Any, src: Any) -> tuple[Any, str | None, Path]:
 # ---------------------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------------------
-def _scan_episodes(st: Any, step: int) -> pd.DataFrame:
-    """One row per episode of the store (in order of first rows): first/last row, rows,
-    first/last step, whether the last row ends it and how many rows end it."""
-    n = len(st)
-    parts = []
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        d = st.read_range(a, b, fields=_FLAGS)
-        df = pd.DataFrame({"episode": d["episode"], "row": np.arange(a, b, dtype=np.int64),
-                           "step": d["step"], "done": d["terminated"] | d["truncated"]})
-        g = df.groupby("episode", sort=False)
-        parts.append(pd.DataFrame({
-            "first_row": g["row"].first(), "last_row": g["row"].last(), "rows": g.size(),
-            "first_step": g["step"].first(), "last_step": g["step"].last(),
-            "last_done": g["done"].last(), "n_done": g["done"].sum(),
-        }))
-    if not parts:
-        return pd.DataFrame(columns=["first_row", "last_row", "rows", "first_step", "last_step",
-                                     "last_done", "n_done"])
-    g = pd.concat(parts).groupby(level=0, sort=False)
-    out = pd.DataFrame({
-        "first_row": g["first_row"].first(), "last_row": g["last_row"].last(),
-        "rows": g["rows"].sum(), "first_step": g["first_step"].first(),
-        "last_step": g["last_step"].last(), "last_done": g["last_done"].last(),
-        "n_done": g["n_done"].sum(),
-    })
-    return out.sort_values("first_row", kind="stable")
-
-
 def _plural(k: int, word: str) -> str:
     return f"{k:,} {word}{'' if k == 1 else 's'}"
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise equality of two batches (NaN equals NaN)."""
-    eq = a == b
-    if a.dtype.kind in "fc":
-        eq |= np.isnan(a) & np.isnan(b)
-    return eq.reshape(len(a), -1).all(axis=1)
 
 
 class _MinariWriter:
@@ -300,7 +263,7 @@ def export_minari(
     description: str | None = None,
     data_format: str = "hdf5",
     block_rows: int | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
 ) -> InteropStats:
     """Write the complete episodes of ``store`` (a store or its path) as a Minari dataset.
 
@@ -319,153 +282,140 @@ def export_minari(
     t0 = time.perf_counter()
     with opened_store(store) as st:
         stats = InteropStats("export", "Minari dataset", str(st.path), str(out))
-        obs_space, act_space = st.observation_space, st.action_space
-        if obs_space is None or act_space is None:
-            raise InteropError(
-                f"{st.path}: the store records no observation/action spaces (made with fields=...); "
-                "a Minari dataset needs them"
-            )
-        obs_leaves = [n for n, _ in _spaces.flatten_space("obs", obs_space)]
-        act_leaves = [n for n, _ in _spaces.flatten_space("action", act_space)]
-        names = [*obs_leaves, *act_leaves, "reward", *("next_" + n for n in obs_leaves),
-                 "terminated", "truncated", "episode", "step"]
+        obs_space, act_space = _export_spaces(st)
+        obs_leaves, act_leaves, names = _export_names(obs_space, act_space)
         extra = [n for n in st.schema.names if n not in names]
         if extra:
             stats.note(f"extra field(s) {', '.join(extra)} not exported (a Minari dataset has no place for them)")
-        did, path = _dataset_dir(out)
-        if path.exists():
-            if not overwrite:
-                raise StoreExistsError(f"{out}: a Minari dataset already exists there ({path}); "
-                                       "pass overwrite=True (--overwrite) to replace it")
-            if not ((path / "data" / "metadata.json").is_file() or (path.is_dir() and not any(path.iterdir()))):
-                raise StoreExistsError(f"{path}: exists and is not a Minari dataset; refusing to replace it")
-        elif not path.parent.is_dir() and did is None:
-            raise DatasetNotFoundError(f"{path}: directory {path.parent} does not exist")
-
+        did, path = _check_export_target(out, overwrite)
         if len(st) == 0:
             raise InteropError(f"{st.path}: nothing to export to Minari: the store holds no rows")
         step = _block_rows(row_bytes(st, names), block_rows)
-        eps = _scan_episodes(st, step)
-        evicted = eps["first_step"] != 0
-        unfinished = ~evicted & ~eps["last_done"].astype(bool)
-        odd = ~evicted & ~unfinished & ((eps["n_done"] != 1) | (eps["last_step"] != eps["rows"] - 1))
-        good = eps[~(evicted | unfinished | odd)]
-        if not len(good):
-            raise InteropError(
-                f"{st.path}: nothing to export to Minari: none of its {_plural(len(eps), 'episode')} is "
-                f"complete ({int(evicted.sum())} started before the oldest row, {int(unfinished.sum())} "
-                "unfinished at the end)"
-            )
-        skipped = {"whose first rows a ring has evicted": evicted, "unfinished at the end of the store": unfinished,
-                   "with steps that do not run 0, 1, 2, ... to one final terminated/truncated row": odd}
-        order = {int(e): k for k, e in enumerate(good.index)}
-        need = {int(e): int(r) for e, r in zip(good.index, good["rows"], strict=True)}
-        good_ids = np.fromiter(order, np.int64, len(order))
-
+        eps, skipped, left_out = _select_episodes(st, step)
+        collector = EpisodeCollector(eps[~left_out], names, obs_space, act_space, obs_leaves,
+                                     act_leaves)
         env = _env_for_export(st, stats)
         if path.exists():  # overwrite: checked above, replaced only now that there is data
             shutil.rmtree(path)
         writer = _MinariWriter(mn, did, path, obs_space, act_space, env,
                                description or f"exported by replaystore {__version__} from {st.path}",
                                data_format)
-        parts: dict[int, list[dict[str, np.ndarray]]] = {}
-        got: dict[int, int] = {}
-        ready: dict[int, Any] = {}
-        pending: list = []
-        pending_rows = 0
-        next_k = 0
-        bad_steps: list[int] = []
-        mismatched = 0
-        exported_rows = 0
-        n = len(st)
         try:
-            with Progress(n, progress, "export minari") as bar:
-                for a in range(0, n, step):
-                    b = min(n, a + step)
-                    d = st.read_range(a, b, fields=names)
-                    idx = np.flatnonzero(np.isin(d["episode"], good_ids))
-                    if len(idx):
-                        sub = d["episode"][idx]
-                        srt = np.argsort(sub, kind="stable")
-                        cuts = np.flatnonzero(np.diff(sub[srt])) + 1
-                        for grp in np.split(srt, cuts):
-                            rows = idx[grp]
-                            e = int(d["episode"][rows[0]])
-                            parts.setdefault(e, []).append({k: v[rows] for k, v in d.items()})
-                            got[e] = got.get(e, 0) + len(rows)
-                            if got[e] == need[e]:
-                                chunks = parts.pop(e)
-                                ep = {k: np.concatenate([c[k] for c in chunks]) for k in names}
-                                buf, mism = _episode_buffer(ep, obs_space, act_space, obs_leaves, act_leaves)
-                                if buf is None:
-                                    bad_steps.append(e)
-                                else:
-                                    mismatched += mism
-                                ready[order[e]] = buf
-                    while next_k in ready:
-                        buf = ready.pop(next_k)
-                        next_k += 1
-                        if buf is not None:
-                            pending.append(buf)
-                            pending_rows += len(buf)
-                    if pending_rows >= step:
-                        writer.write(pending)
-                        exported_rows += pending_rows
-                        stats.episodes = (stats.episodes or 0) + len(pending)
-                        pending, pending_rows = [], 0
-                    bar.update(b - a)
-                if not pending and not writer.created:
-                    raise InteropError(f"{st.path}: nothing to export to Minari: no episode has steps 0, 1, 2, ...")
-                writer.write(pending)
-                exported_rows += pending_rows
-                stats.episodes = (stats.episodes or 0) + len(pending)
+            stats.rows, stats.episodes = _write_episodes(st, writer, collector, names, step, progress)
         except BaseException:
             writer.abort()
             raise
         finally:
             if env is not None:
                 env.close()
-        stats.rows = exported_rows
         stats.out = f"{did} ({path})" if did is not None else str(path)
         stats.columns = tuple(names)
-        reasons = [f"{int(mask.sum()):,} {why}" for why, mask in skipped.items() if mask.any()]
-        rows_skipped = int(eps.loc[evicted | unfinished | odd, "rows"].sum())
-        if bad_steps:
-            reasons.append(f"{len(bad_steps):,} whose step counter skips")
-            rows_skipped += sum(need[e] for e in bad_steps)
-        stats.skipped_episodes = int((evicted | unfinished | odd).sum()) + len(bad_steps)
-        stats.dropped_rows = rows_skipped
-        if stats.skipped_episodes:
-            stats.note(f"skipped {_plural(stats.skipped_episodes, 'incomplete episode')} "
-                       f"({_plural(rows_skipped, 'row')}): {', '.join(reasons)}")
-        if mismatched:
-            stats.note(f"{_plural(mismatched, 'row')} had a next_obs that differs from the next row's obs; "
-                       "Minari keeps one observation sequence, so those next_obs values are not exported")
+        stats.skipped_episodes, stats.dropped_rows, notes = _export_summary(eps, skipped, left_out,
+                                                                            collector)
+        for message in notes:
+            stats.note(message)
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
-def _episode_buffer(ep: dict[str, np.ndarray], obs_space, act_space, obs_leaves, act_leaves):
-    """A minari EpisodeBuffer from an episode's rows, and how many rows' next_obs is not
-    the next row's obs. ``(None, 0)`` when the steps do not run 0..N-1."""
-    n = len(ep["reward"])
-    if not np.array_equal(ep["step"], np.arange(n)):
-        return None, 0
-    obs = {}
-    mismatch = np.zeros(max(n - 1, 0), bool)
-    for name in obs_leaves:
-        obs[name] = np.concatenate([ep[name], ep["next_" + name][-1:]])
-        if n > 1:
-            mismatch |= ~_same(ep["next_" + name][:-1], ep[name][1:])
-    observations = _spaces.unflatten_value("obs", obs_space, obs, batched=True)
-    actions = _spaces.unflatten_value("action", act_space, {k: ep[k] for k in act_leaves}, batched=True)
-    from minari.data_collector import EpisodeBuffer
+def _export_spaces(st: Any) -> tuple[gym.Space, gym.Space]:
+    obs_space, act_space = st.observation_space, st.action_space
+    if obs_space is None or act_space is None:
+        raise InteropError(
+            f"{st.path}: the store records no observation/action spaces (made with fields=...); "
+            "a Minari dataset needs them"
+        )
+    return obs_space, act_space
 
-    buf = EpisodeBuffer(
-        observations=observations, actions=actions, rewards=ep["reward"],
-        terminations=ep["terminated"], truncations=ep["truncated"],
-    )
-    return buf, int(mismatch.sum())
+
+def _export_names(obs_space, act_space) -> tuple[list[str], list[str], list[str]]:
+    """The store fields of the observation and action leaves, and every field exported."""
+    obs_leaves = [n for n, _ in _spaces.flatten_space("obs", obs_space)]
+    act_leaves = [n for n, _ in _spaces.flatten_space("action", act_space)]
+    names = [*obs_leaves, *act_leaves, "reward", *("next_" + n for n in obs_leaves),
+             "terminated", "truncated", "episode", "step"]
+    return obs_leaves, act_leaves, names
+
+
+def _check_export_target(out: Any, overwrite: bool) -> tuple[str | None, Path]:
+    """The dataset id (None for a path) and directory ``out`` names, once it may be written."""
+    did, path = _dataset_dir(out)
+    if path.exists():
+        if not overwrite:
+            raise StoreExistsError(f"{out}: a Minari dataset already exists there ({path}); "
+                                   "pass overwrite=True (--overwrite) to replace it")
+        if not ((path / "data" / "metadata.json").is_file() or (path.is_dir() and not any(path.iterdir()))):
+            raise StoreExistsError(f"{path}: exists and is not a Minari dataset; refusing to replace it")
+    elif not path.parent.is_dir() and did is None:
+        raise DatasetNotFoundError(f"{path}: directory {path.parent} does not exist")
+    return did, path
+
+
+def _select_episodes(st: Any, step: int) -> tuple[pd.DataFrame, dict[str, pd.Series], pd.Series]:
+    """The store's episodes (:func:`scan_episodes`), the incomplete ones by reason, and all
+    those left out; :class:`InteropError` if none is complete."""
+    eps = scan_episodes(st, step)
+    evicted = eps["first_step"] != 0
+    unfinished = ~evicted & ~eps["last_done"].astype(bool)
+    odd = ~evicted & ~unfinished & ((eps["n_done"] != 1) | (eps["last_step"] != eps["rows"] - 1))
+    left_out = evicted | unfinished | odd
+    if not len(eps[~left_out]):
+        raise InteropError(
+            f"{st.path}: nothing to export to Minari: none of its {_plural(len(eps), 'episode')} is "
+            f"complete ({int(evicted.sum())} started before the oldest row, {int(unfinished.sum())} "
+            "unfinished at the end)"
+        )
+    skipped = {"whose first rows a ring has evicted": evicted, "unfinished at the end of the store": unfinished,
+               "with steps that do not run 0, 1, 2, ... to one final terminated/truncated row": odd}
+    return eps, skipped, left_out
+
+
+def _write_episodes(st: Any, writer: _MinariWriter, collector: EpisodeCollector, names: list[str],
+                    step: int, progress: bool | Progress) -> tuple[int, int]:
+    """Read the store block by block and write the collected episodes, about ``step`` rows
+    at a time; returns the rows and episodes written."""
+    pending: list = []
+    pending_rows = 0
+    rows = episodes = 0
+    n = len(st)
+    with as_progress(progress).task(n, "export minari") as bar:
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            for buf in collector.add(st.read_range(a, b, fields=names)):
+                pending.append(buf)
+                pending_rows += len(buf)
+            if pending_rows >= step:
+                writer.write(pending)
+                rows += pending_rows
+                episodes += len(pending)
+                pending, pending_rows = [], 0
+            bar.update(b - a)
+        if not pending and not writer.created:
+            raise InteropError(f"{st.path}: nothing to export to Minari: no episode has steps 0, 1, 2, ...")
+        writer.write(pending)
+        rows += pending_rows
+        episodes += len(pending)
+    return rows, episodes
+
+
+def _export_summary(eps: pd.DataFrame, skipped: dict[str, pd.Series], left_out: pd.Series,
+                    collector: EpisodeCollector) -> tuple[int, int, list[str]]:
+    """Episodes and rows left out of the export, and the notes that say what and why."""
+    reasons = [f"{int(mask.sum()):,} {why}" for why, mask in skipped.items() if mask.any()]
+    rows_skipped = int(eps.loc[left_out, "rows"].sum())
+    bad_steps = collector.bad_steps
+    if bad_steps:
+        reasons.append(f"{len(bad_steps):,} whose step counter skips")
+        rows_skipped += sum(collector.need[e] for e in bad_steps)
+    skipped_episodes = int(left_out.sum()) + len(bad_steps)
+    notes = []
+    if skipped_episodes:
+        notes.append(f"skipped {_plural(skipped_episodes, 'incomplete episode')} "
+                     f"({_plural(rows_skipped, 'row')}): {', '.join(reasons)}")
+    if collector.mismatched:
+        notes.append(f"{_plural(collector.mismatched, 'row')} had a next_obs that differs from the next row's obs; "
+                     "Minari keeps one observation sequence, so those next_obs values are not exported")
+    return skipped_episodes, rows_skipped, notes
 
 
 # ---------------------------------------------------------------------------------------
@@ -500,7 +450,7 @@ def import_minari(
     chunk_rows: Any = None,
     codecs: Any = None,
     block_rows: int | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
 ) -> InteropStats:
     """Create the store ``out`` from the Minari dataset ``src`` (a dataset id or a path).
 
@@ -512,15 +462,37 @@ def import_minari(
 
         import_minari("D4RL/door/human-v2", "door.zarr")
     """
-    from ..storage.create import create
-
     mn = _minari("import from Minari")
     t0 = time.perf_counter()
     ds, did, data = _load(mn, src)
     stats = InteropStats("import", "Minari dataset", str(did or data.parent), str(out))
     spec = ds.env_spec
     env = _env_record(spec, stats)
-    provenance = {
+    provenance = _import_provenance(ds, data, spec)
+    obs_space, act_space = ds.observation_space, ds.action_space
+    store = create(out, obs_space, act_space, env_id=env.get("id"), info={"imported_from": provenance},
+                   chunk_rows=chunk_rows, codecs=codecs, overwrite=overwrite)
+    with discard_on_failure(store):
+        if env:
+            store.update_info(env=env)
+        step = _block_rows(row_bytes(store, store.schema.names), block_rows)
+        counts = _copy_episodes(ds, store, src, obs_space, act_space, step, progress)
+        store.flush()
+        stats.rows = len(store)
+        stats.episodes = counts.episodes
+        stats.columns = tuple(store.schema.names)
+        if counts.empty:
+            stats.skipped_episodes = counts.empty
+        for message in _import_notes(counts):
+            stats.note(message)
+        store.update_info({"imported_from": {**provenance, "rows": stats.rows, "notes": stats.notes}})
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _import_provenance(ds: Any, data: Path, spec: Any) -> dict:
+    """``info["imported_from"]`` as recorded when the store is created."""
+    return {
         "format": "minari",
         "dataset_id": ds.id,
         "path": str(data),
@@ -531,85 +503,68 @@ def import_minari(
         "imported": now_iso(),
         "replaystore_version": __version__,
     }
-    obs_space, act_space = ds.observation_space, ds.action_space
-    store = create(out, obs_space, act_space, env_id=env.get("id"), info={"imported_from": provenance},
-                   chunk_rows=chunk_rows, codecs=codecs, overwrite=overwrite)
-    with discard_on_failure(store):
-        if env:
-            store.update_info(env=env)
-        step = _block_rows(row_bytes(store, store.schema.names), block_rows)
-        block: list[dict[str, np.ndarray]] = []
-        block_n = 0
-        rounded = unfinished = empty = 0
-        infos = False
-        episodes = 0
-        with Progress(int(ds.total_steps), progress, "import minari") as bar:
-            for ep in ds.iterate_episodes():
-                rows = _episode_rows(ep, obs_space, act_space, src)
-                n = len(rows["reward"])
-                if n == 0:
-                    empty += 1
-                    continue
-                r = np.asarray(ep.rewards)
-                if r.dtype != np.float32 and r.dtype.kind == "f":
-                    r32 = r.astype(np.float32).astype(r.dtype)
-                    rounded += int(np.count_nonzero((r32 != r) & ~(np.isnan(r) & np.isnan(r32))))
-                if not (rows["terminated"][-1] or rows["truncated"][-1]):
-                    unfinished += 1
-                infos = infos or bool(ep.infos)
-                block.append(rows)
-                block_n += n
-                episodes += 1
-                if block_n >= step:
-                    store.extend({k: np.concatenate([b[k] for b in block]) for k in block[0]})
-                    bar.update(block_n)
-                    block, block_n = [], 0
-            if block:
+
+
+@dataclasses.dataclass
+class _ImportCounts:
+    """What :func:`_copy_episodes` saw: episodes imported, without steps, ending neither
+    terminated nor truncated, rewards float32 rounds, and whether any step had infos."""
+
+    episodes: int = 0
+    empty: int = 0
+    unfinished: int = 0
+    rounded: int = 0
+    infos: bool = False
+
+
+def _copy_episodes(ds: Any, store: Any, src: Any, obs_space, act_space, step: int,
+                   progress: bool | Progress) -> _ImportCounts:
+    """Append the dataset's episodes to ``store``, about ``step`` rows at a time."""
+    counts = _ImportCounts()
+    block: list[dict[str, np.ndarray]] = []
+    block_n = 0
+    with as_progress(progress).task(int(ds.total_steps), "import minari") as bar:
+        for ep in ds.iterate_episodes():
+            rows = episode_rows(ep, obs_space, act_space, src)
+            n = len(rows["reward"])
+            if n == 0:
+                counts.empty += 1
+                continue
+            counts.rounded += _rounded(np.asarray(ep.rewards))
+            if not (rows["terminated"][-1] or rows["truncated"][-1]):
+                counts.unfinished += 1
+            counts.infos = counts.infos or bool(ep.infos)
+            block.append(rows)
+            block_n += n
+            counts.episodes += 1
+            if block_n >= step:
                 store.extend({k: np.concatenate([b[k] for b in block]) for k in block[0]})
                 bar.update(block_n)
-        store.flush()
-        stats.rows = len(store)
-        stats.episodes = episodes
-        stats.columns = tuple(store.schema.names)
-        if empty:
-            stats.skipped_episodes = empty
-            stats.note(f"skipped {_plural(empty, 'episode')} without steps")
-        if unfinished:
-            stats.note(f"{_plural(unfinished, 'episode')} end without termination or truncation "
-                       "(kept; the store counts them as unfinished)")
-        if rounded:
-            stats.note(f"{_plural(rounded, 'reward')} rounded to float32 (the store keeps float32 rewards)")
-        if infos:
-            stats.note("step infos are not imported")
-        store.update_info({"imported_from": {**provenance, "rows": stats.rows, "notes": stats.notes}})
-    stats.seconds = time.perf_counter() - t0
-    return stats
+                block, block_n = [], 0
+        if block:
+            store.extend({k: np.concatenate([b[k] for b in block]) for k in block[0]})
+            bar.update(block_n)
+    return counts
 
 
-def _episode_rows(ep: Any, obs_space, act_space, src: Any) -> dict[str, np.ndarray]:
-    n = len(ep.rewards)
-    where = f"{src}: episode {ep.id}"
-    try:
-        obs = _spaces.flatten_value("obs", obs_space, ep.observations, batched=True)
-        act = _spaces.flatten_value("action", act_space, ep.actions, batched=True)
-    except ValueError as e:
-        raise InteropError(f"{where}: {e}") from None
-    for name, v in obs.items():
-        if len(v) != n + 1:
-            raise InteropError(f"{where}: {len(v)} observations ({name}) for {n} steps; a Minari "
-                               "episode has one observation more than steps")
-    for name, v in {**act, "terminations": ep.terminations, "truncations": ep.truncations}.items():
-        if len(v) != n:
-            raise InteropError(f"{where}: {len(v)} {name} for {n} rewards")
-    rows: dict[str, np.ndarray] = {}
-    for name, v in obs.items():
-        rows[name] = v[:-1]
-    rows.update(act)
-    rows["reward"] = np.asarray(ep.rewards)
-    for name, v in obs.items():
-        rows["next_" + name] = v[1:]
-    rows["terminated"] = np.asarray(ep.terminations)  # the store refuses anything but 0/1
-    rows["truncated"] = np.asarray(ep.truncations)
-    rows["episode"] = np.full(n, int(ep.id), np.int64)
-    rows["step"] = np.arange(n, dtype=np.int64)
-    return rows
+def _rounded(r: np.ndarray) -> int:
+    """How many of the rewards ``r`` change when stored as float32 (NaN stays NaN)."""
+    if r.dtype != np.float32 and r.dtype.kind == "f":
+        r32 = r.astype(np.float32).astype(r.dtype)
+        return int(np.count_nonzero((r32 != r) & ~(np.isnan(r) & np.isnan(r32))))
+    return 0
+
+
+def _import_notes(counts: _ImportCounts) -> list[str]:
+    """What the import left out or changed, in words."""
+    notes = []
+    if counts.empty:
+        notes.append(f"skipped {_plural(counts.empty, 'episode')} without steps")
+    if counts.unfinished:
+        notes.append(f"{_plural(counts.unfinished, 'episode')} end without termination or truncation "
+                     "(kept; the store counts them as unfinished)")
+    if counts.rounded:
+        notes.append(f"{_plural(counts.rounded, 'reward')} rounded to float32 (the store keeps float32 rewards)")
+    if counts.infos:
+        notes.append("step infos are not imported")
+    return notes

@@ -38,11 +38,11 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InteropError
-from ..inspect import _columns
+from ..inspect import columns as field_columns
+from ..progress import Progress, as_progress
 from ..storage.schema import Field
 from ._common import (
     InteropStats,
-    Progress,
     atomic_output,
     opened_store,
     row_bytes,
@@ -79,7 +79,7 @@ def _select(store: Any, fields: str | Sequence[str] | None, include_images: bool
 
 
 def _column_names(field: Field) -> list[str]:
-    return list(_columns(field.name, np.zeros((1, *field.shape), field.dtype)))
+    return list(field_columns(field.name, np.zeros((1, *field.shape), field.dtype)))
 
 
 def export_parquet(
@@ -91,7 +91,7 @@ def export_parquet(
     block_rows: int | None = None,
     compression: str | None = "zstd",
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | Progress = False,
 ) -> InteropStats:
     """Write the rows of ``store`` (a store or its path) to the Parquet file ``out``.
 
@@ -120,7 +120,7 @@ def export_csv(
     include_images: bool = False,
     block_rows: int | None = None,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | Progress = False,
 ) -> InteropStats:
     """Write the rows of ``store`` (a store or its path) to the CSV file ``out``.
 
@@ -141,7 +141,7 @@ def export_csv(
 
 def _export(store: Any, out: str | os.PathLike, fmt: str, *, fields, include_images: bool,
             block_rows_: int | None, compression: str | None, overwrite: bool,
-            progress: bool) -> InteropStats:
+            progress: bool | Progress) -> InteropStats:
     from ._common import require
 
     pa = pq = None
@@ -161,7 +161,7 @@ def _export(store: Any, out: str | os.PathLike, fmt: str, *, fields, include_ima
             as_list = fmt == "parquet" and name in images
             layout.append((name, [name] if as_list else _column_names(f), as_list))
         stats.columns = tuple(c for _, cols, _ in layout for c in cols)
-        with atomic_output(out, overwrite) as tmp, Progress(n, progress, f"export {fmt}") as bar:
+        with atomic_output(out, overwrite) as tmp, as_progress(progress).task(n, f"export {fmt}") as bar:
             if fmt == "parquet":
                 schema = _arrow_schema(pa, st, layout, n)
                 with pq.ParquetWriter(str(tmp), schema, compression=compression) as writer:
@@ -180,7 +180,7 @@ def _export(store: Any, out: str | os.PathLike, fmt: str, *, fields, include_ima
                         data = st.read_range(a, b, fields=names)
                         cols: dict[str, np.ndarray] = {}
                         for name in names:
-                            cols.update(_columns(name, data[name]))
+                            cols.update(field_columns(name, data[name]))
                         pd.DataFrame(cols).to_csv(fh, header=a == 0, index=False, lineterminator="\n")
                         bar.update(b - a)
         stats.rows = n
@@ -221,5 +221,5 @@ def _arrow_block(pa: Any, store: Any, layout, data: dict[str, np.ndarray], schem
             flat = pa.array(np.ascontiguousarray(values).reshape(-1))
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, size))
         else:
-            arrays.extend(pa.array(np.ascontiguousarray(c)) for c in _columns(name, values).values())
+            arrays.extend(pa.array(np.ascontiguousarray(c)) for c in field_columns(name, values).values())
     return pa.Table.from_arrays(arrays, schema=schema)
