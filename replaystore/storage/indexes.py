@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,12 +24,15 @@ _CATCH_UP_ROWS = 1 << 20
 
 
 class IndexSet:
-    """Class indexes by key name. ``commit_meta`` (writers only) records a new persistent
-    index in the store's metadata; ``hugepages`` maps the id lists with 2 MiB pages."""
+    """Class indexes by key name; ``hugepages`` maps the id lists with 2 MiB pages.
+
+    A writer records each new persistent index in the store's metadata, which its next
+    commit publishes (building an index commits nothing: reading never writes). Until
+    then, or if the writer stops first, the index is only behind: it catches up when
+    next used."""
 
     def __init__(self, backend: Backend, schema: Schema, capacity: int | None, meta: dict,
-                 reader: StoreReader, *, writable: bool, hugepages: bool,
-                 commit_meta: Callable[[], None] | None = None) -> None:
+                 reader: StoreReader, *, writable: bool, hugepages: bool) -> None:
         self.backend = backend
         self.schema = schema
         self.capacity = capacity
@@ -38,7 +40,6 @@ class IndexSet:
         self.reader = reader
         self.writable = writable
         self.hugepages = hugepages
-        self.commit_meta = commit_meta
         self._indexes: dict[str, ClassIndex] = {}
 
     def _pages(self, idx: ClassIndex | None) -> ClassIndex | None:
@@ -102,9 +103,7 @@ class IndexSet:
             if persist and spec.persistent and self.writable:
                 specs = self.meta.setdefault("indexes", [])
                 if spec.to_json() not in specs:
-                    specs.append(spec.to_json())
-                    if self.commit_meta is not None:
-                        self.commit_meta()
+                    specs.append(spec.to_json())  # published by the writer's next commit
         finally:
             if lock is not None:
                 lock.release()

@@ -123,8 +123,7 @@ class ReplayStore:
                                        fsync=fsync)
         self._indexes = IndexSet(
             backend, self.schema, self.capacity, self._meta, self._reader, writable=mode == "a",
-            hugepages=self._hugepages,
-            commit_meta=(lambda: self._writer.commit_state(self._writer.state)) if self._writer else None)
+            hugepages=self._hugepages)
         if self._writer is not None:
             self._writer.indexes = self._indexes
         self._closed = False
