@@ -20,9 +20,10 @@ import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .store import ReplayStore
 
 __all__ = ["to_pandas", "episodes", "columns", "BLOCK_ROWS"]
@@ -61,6 +62,8 @@ def to_pandas(
     with more than ``max_columns_per_field`` components (an image, say) is left out with
     a warning unless it was asked for by name. The index is the logical row number.
     """
+    import pandas as pd  # imported when needed: it costs 30 MB and a second
+
     n = len(store)
     start, stop, _ = slice(start, stop).indices(n)
     stop = max(start, stop)
@@ -92,6 +95,8 @@ def episodes(store: ReplayStore, *, block_rows: int = BLOCK_ROWS) -> pd.DataFram
     running). Reads only the ``episode``, ``reward``, ``terminated`` and ``truncated``
     fields, a block at a time.
     """
+    import pandas as pd
+
     cols = ["episode", "first_row", "length", "return", "terminated", "truncated", "complete"]
     n = len(store)
     parts = []
