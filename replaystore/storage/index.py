@@ -37,9 +37,16 @@ _ATTR = layout.INDEX_ATTR
 class KeySpec:
     """What an index is keyed by: ``kind`` is ``"field"``, ``"reward_sign"`` or ``"callable"``."""
 
+    KINDS = ("field", "reward_sign", "callable")
+
     def __init__(self, kind: str, name: str, field: str | None = None,
                  fn: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
                  fields: tuple[str, ...] = ()) -> None:
+        if not layout.valid_index_name(name):
+            raise SamplerError(
+                f"index name {name!r} is not allowed: expected 1-128 letters, digits, '_', '.' "
+                "or '-', not starting with '.'"
+            )
         self.kind, self.name, self.field, self.fn, self.fields = kind, name, field, fn, tuple(fields)
 
     @property
@@ -78,7 +85,14 @@ class KeySpec:
 
     @classmethod
     def from_json(cls, d: Mapping) -> KeySpec:
-        return cls(d["kind"], d["name"], d.get("field"), None, tuple(d.get("fields", ())))
+        """The spec recorded in a store's metadata (``SamplerError`` if it is malformed)."""
+        if not isinstance(d, Mapping) or d.get("kind") not in cls.KINDS:
+            raise SamplerError(f"expected an index spec with a kind in {list(cls.KINDS)}, got {d!r:.200}")
+        field, fields = d.get("field"), d.get("fields", ())
+        if (field is not None and not isinstance(field, str)) or not isinstance(fields, list | tuple) \
+                or not all(isinstance(f, str) for f in fields):
+            raise SamplerError(f"index spec {d!r:.200}: 'field' must be a name and 'fields' a list of names")
+        return cls(d["kind"], d.get("name"), field, None, tuple(fields))
 
 
 def key_spec(schema, by: Any, *, key_fields: tuple[str, ...] | None = None, name: str | None = None) -> KeySpec:
@@ -146,6 +160,9 @@ class ClassIndex:
         root = Path(store_root) / layout.index_key(spec.name)
         idx = cls(root, spec, capacity, writable=persist)
         if persist:
+            if root.is_symlink() or root.resolve().parent != (Path(store_root) / layout.INDEX_DIR).resolve():
+                raise SamplerError(f"{root}: an index directory must be a plain directory inside "
+                                   f"{layout.INDEX_DIR}/ of the store")  # never delete anything else
             if root.exists():
                 shutil.rmtree(root)
             root.mkdir(parents=True)

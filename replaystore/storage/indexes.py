@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CorruptStoreError, SamplerError
 from .backends import Backend
 from .index import ClassIndex, KeySpec, key_spec
 from .reader import StoreReader
@@ -41,6 +42,19 @@ class IndexSet:
         self.writable = writable
         self.hugepages = hugepages
         self._indexes: dict[str, ClassIndex] = {}
+        self._check_recorded()
+
+    def _check_recorded(self) -> None:
+        """The indexes the metadata names are read before any file is touched: a crafted
+        entry is a one-line error, never a path outside ``_index``."""
+        specs = self.meta.get("indexes", [])
+        if not isinstance(specs, list):
+            raise CorruptStoreError(f"{self.backend}/zarr.json: 'indexes' must be a list, got {specs!r:.100}")
+        for i, spec in enumerate(specs):
+            try:
+                KeySpec.from_json(spec)
+            except SamplerError as e:
+                raise CorruptStoreError(f"{self.backend}/zarr.json: indexes[{i}]: {e}") from None
 
     def _pages(self, idx: ClassIndex | None) -> ClassIndex | None:
         if idx is not None:

@@ -19,7 +19,7 @@ from typing import Any
 __all__ = [
     "GROUP_META", "BACKUP", "LOCK", "LIVE", "CRC_DIR", "INDEX_DIR", "META_KEY", "STATE_KEY",
     "INDEX_ATTR", "RUNTIME_FILES", "chunk_key", "chunk_path", "array_meta_key", "crc_key",
-    "index_key", "index_class_key", "group_doc", "array_doc", "temp_name", "is_temp_name", "is_chunk_key",
+    "index_key", "valid_index_name", "index_class_key", "group_doc", "array_doc", "temp_name", "is_temp_name", "is_chunk_key",
 ]
 
 #: the group metadata: field list, spaces, committed state
@@ -68,8 +68,20 @@ def crc_key(field: str) -> str:
 
 
 def index_key(name: str) -> str:
-    """The directory of the class index named ``name`` (unsafe characters replaced)."""
+    """The directory of the class index named ``name`` (unsafe characters replaced).
+    A name whose directory would not be a plain name inside ``_index`` (``..``, ``.x``, an
+    empty or over-long name) is refused: index directories are deleted and rebuilt."""
+    if not valid_index_name(name):
+        raise ValueError(f"index name {name!r} is not allowed: expected 1-128 letters, digits, "
+                         "'_', '.' or '-', not starting with '.'")
     return f"{INDEX_DIR}/{_UNSAFE.sub('_', name)}"
+
+
+def valid_index_name(name: object) -> bool:
+    """Whether ``name`` can name a class index (its directory stays inside ``_index``)."""
+    if not isinstance(name, str) or not 0 < len(name) <= 128:
+        return False
+    return not _UNSAFE.sub("_", name).startswith(".")
 
 
 def index_class_key(name: str, j: int) -> str:

@@ -45,11 +45,15 @@ class FieldIO(ABC):
         """Physical rows ``[start, stop)`` as a new array."""
 
     @abstractmethod
-    def read_bytes(self, start: int, stop: int, *, strict: bool = False) -> bytes:
+    def read_bytes(self, start: int, stop: int) -> bytes:
         """Little-endian bytes of physical rows ``[start, stop)`` as stored (for checksums);
         ``OSError`` (:class:`~replaystore.errors.CorruptStoreError` for chunks that do not
-        decode) when they cannot be read. ``strict`` (for ``verify``) also refuses chunks that
-        are absent where rows should be."""
+        decode) when they cannot be read."""
+
+    def absent_chunks(self, start: int, stop: int) -> list[str]:
+        """Keys of the chunk files of rows ``[start, stop)`` that do not exist (only
+        fields whose absent chunks read as the fill value report any)."""
+        return []
 
     def invalidate(self) -> None:  # noqa: B027 - nothing cached by default
         """Another process committed: forget cached chunks and array shapes."""

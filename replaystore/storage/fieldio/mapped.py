@@ -83,7 +83,7 @@ class MappedField(FieldIO):
     def slice(self, start: int, stop: int) -> np.ndarray:
         return np.array(self._view.slice(start, stop))
 
-    def read_bytes(self, start: int, stop: int, *, strict: bool = False) -> bytes:
+    def read_bytes(self, start: int, stop: int) -> bytes:
         if self.rows is not None:
             return self.rows.read_bytes(start, stop)  # from the files, not the mapping
         data = self._view.slice(start, stop)
