@@ -247,9 +247,12 @@ def verify(path, repair):
 @click.option("--env", "env_id", help="Environment for evaluation (default: the store's env id).")
 @click.option("--env-kwargs", help="Evaluation env kwargs as JSON (default: the store's).")
 @click.option("--log", "log_csv", type=click.Path(dir_okay=False), help="Write metrics to this CSV.")
+@click.option("--trust-env-id", is_flag=True,
+              help="Make the store's recorded env id even in the module:Env-v0 form, which imports "
+                   "that module (refused by default: a store is data).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, balanced_by, seed, tol,
-          max_updates, eval_every, eval_episodes, env_id, env_kwargs, log_csv, progress):
+          max_updates, eval_every, eval_episodes, env_id, env_kwargs, log_csv, trust_env_id, progress):
     """Train a tabular Q-learning agent offline from the store at PATH.
 
     Example: replaystore train fl.zarr --out q.npy --gamma 0.95 --eval-every 5000
@@ -261,7 +264,7 @@ def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, 
                          gamma=gamma, seed=seed, tol=tol, max_updates=max_updates,
                          eval_every=eval_every, eval_episodes=eval_episodes, env_id=env_id,
                          env_kwargs=_json_arg(env_kwargs, "--env-kwargs") if env_kwargs else None,
-                         log_csv=log_csv, progress=_progress(progress))
+                         log_csv=log_csv, progress=_progress(progress), trust_env_id=trust_env_id)
     click.echo("\n".join(report.lines()))
 
 
@@ -343,8 +346,11 @@ def _interop(fn, *args, **kwargs):
 @click.option("--include-images", is_flag=True,
               help="parquet/csv: keep image-like fields (2-D or more than 64 values; left out by default).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--trust-env-id", is_flag=True,
+              help="minari: make the store's recorded env id even in the module:Env-v0 form, which imports "
+                   "that module (refused by default: a store is data).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def export(path, out, fmt, fields, include_images, overwrite, progress):
+def export(path, out, fmt, fields, include_images, overwrite, trust_env_id, progress):
     """Export the store PATH to OUT: a Parquet or CSV file, or a Minari dataset.
 
     With --to minari, OUT is a dataset id in the local Minari directory (e.g.
@@ -359,6 +365,9 @@ def export(path, out, fmt, fields, include_images, overwrite, progress):
     if fmt == "minari":
         if fields or include_images:
             raise click.ClickException("--fields and --include-images apply to --to parquet and --to csv")
+        opts["trust_env_id"] = trust_env_id
+    elif trust_env_id:
+        raise click.ClickException("--trust-env-id applies to --to minari")
     else:
         opts.update(fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None,
                     include_images=include_images)
@@ -432,14 +441,18 @@ def merge(out, inputs, append, allow_different_env, capacity, chunk_rows, codecs
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also save the Q-table here.")
-def demo(data, gamma, seed, episodes, out):
+@click.option("--trust-env-id", is_flag=True,
+              help="Make the store's recorded env id even in the module:Env-v0 form, which imports "
+                   "that module (refused by default: a store is data).")
+def demo(data, gamma, seed, episodes, out, trust_env_id):
     """The main job on the bundled dataset: train offline, evaluate, compare with the optimum.
 
     Example: replaystore demo
     """
     from .demo import run_demo
 
-    run_demo(data, gamma=gamma, seed=seed, episodes=episodes, out=out, echo=click.echo)
+    run_demo(data, gamma=gamma, seed=seed, episodes=episodes, out=out, echo=click.echo,
+             trust_env_id=trust_env_id)
 
 
 if __name__ == "__main__":  # pragma: no cover

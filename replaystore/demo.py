@@ -29,7 +29,7 @@ from typing import Any
 from .agents import QLearningAgent, policy_value_gap
 from .errors import EmptyStoreError, EnvError
 from .storage import open as open_store
-from .training import OfflineTrainer, TrainResult, evaluate, make_env
+from .training import OfflineTrainer, TrainResult, check_env_id, evaluate, make_env
 
 __all__ = ["run_demo", "DemoReport", "DATA_DIR", "DEMO_STORE"]
 
@@ -66,11 +66,15 @@ def run_demo(
     episodes: int = 1000,
     out: str | os.PathLike[str] | None = None,
     echo: Callable[[str], None] | None = None,
+    trust_env_id: bool = False,
 ) -> DemoReport:
     """Train on the store ``data``, evaluate for ``episodes`` episodes, grade the policy
     against the optimum at discount ``gamma``; save the Q-table to ``out`` if given
     (checked before any work). Each report line is also passed to ``echo`` as soon as it
-    is known (the CLI prints them as they come)."""
+    is known (the CLI prints them as they come). The env is the one the store records; a
+    store is data, so a recorded ``module:Env-v0`` id (which imports ``module``) is
+    refused with :class:`EnvError` before any work unless ``trust_env_id=True``
+    (``--trust-env-id``; see :func:`~replaystore.training.check_env_id`)."""
     t0 = time.perf_counter()
     lines: list[str] = []
 
@@ -84,6 +88,7 @@ def run_demo(
         kwargs = dict(store.env_info.get("kwargs", {}))
         if not env_id:
             raise EnvError(f"{data}: the store does not record the env id it was collected from")
+        env_id = check_env_id(env_id, source=data, trusted=trust_env_id, env_option=None)
         if len(store) == 0:
             raise EmptyStoreError(f"{data}: the store holds no transitions")
         agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, gamma=gamma,

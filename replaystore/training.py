@@ -47,17 +47,51 @@ from .storage import TRANSITION_FIELDS, ReplayStore
 from .storage import open as open_store
 
 __all__ = ["OfflineTrainer", "TrainResult", "TrainReport", "train_store", "evaluate", "make_env",
-           "EnvError", "TRAIN_FIELDS"]
+           "check_env_id", "EnvError", "TRAIN_FIELDS"]
 
 TRAIN_FIELDS = TRANSITION_FIELDS
 
 
+def check_env_id(env_id: Any, *, source: str | os.PathLike[str], trusted: bool,
+                 env_option: str | None = "--env") -> str:
+    """``env_id`` if it may go to ``gym.make``; :class:`EnvError` if not.
+
+    A store is data: an env id read from its metadata (``source`` names the store) is
+    never made in gymnasium's ``module:Env-v0`` form (any id containing ``":"``), which
+    imports ``module`` -- i.e. runs code the store chose -- unless ``trusted`` (the user
+    passed ``--trust-env-id`` / ``trust_env_id=True``, or gave the id themselves).
+    ``env_option`` names the option that lets the user give the id themselves, if the
+    command has one (the error suggests it). Ids without ``":"`` (registered envs such
+    as ``FrozenLake-v1``) always pass.
+
+    >>> check_env_id("FrozenLake-v1", source="fl.zarr", trusted=False)
+    'FrozenLake-v1'
+    >>> check_env_id("evil:Foo-v0", source="fl.zarr", trusted=False)
+    Traceback (most recent call last):
+    ...
+    replaystore.errors.EnvError: fl.zarr: the store records env id 'evil:Foo-v0', which would import the Python module 'evil' (a store is data, so its env id is not imported); pass --trust-env-id (Python: trust_env_id=True) if you trust this store, or pass the env id yourself with --env
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise EnvError(f"{source}: the recorded env id {env_id!r} is not a non-empty string")
+    if trusted or ":" not in env_id:
+        return env_id
+    yourself = f", or pass the env id yourself with {env_option}" if env_option else ""
+    raise EnvError(f"{source}: the store records env id {env_id!r}, which would import the Python "
+                   f"module {env_id.split(':', 1)[0]!r} (a store is data, so its env id is not "
+                   f"imported); pass --trust-env-id (Python: trust_env_id=True) if you trust this store{yourself}")
+
+
 def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, **make_kwargs: Any) -> gym.Env:
-    """``gym.make`` with errors turned into :class:`EnvError` naming the id and kwargs."""
+    """``gym.make`` with errors turned into :class:`EnvError` naming the id and kwargs.
+
+    ``env_id`` is made as given: an id that came from a store must pass
+    :func:`check_env_id` first (a ``module:Env-v0`` id imports ``module``)."""
     try:
         return gym.make(env_id, **dict(env_kwargs or {}), **make_kwargs)
     except gym.error.Error as e:
         raise EnvError(f"environment {env_id!r}: {e}") from None
+    except ImportError as e:  # a trusted "module:Env-v0" id whose module is not there
+        raise EnvError(f"environment {env_id!r}: {' '.join(str(e).split())}") from None
     except TypeError as e:
         raise EnvError(f"environment {env_id!r} does not accept env kwargs {dict(env_kwargs or {})}: {e}") from None
 
@@ -385,6 +419,7 @@ def train_store(
     env_kwargs: Mapping[str, Any] | None = None,
     log_csv: str | os.PathLike[str] | None = None,
     progress: bool | Progress = False,
+    trust_env_id: bool = False,
 ) -> TrainReport:
     """Train a tabular Q-learning agent on the store at ``path`` and save it to ``out``.
 
@@ -392,7 +427,10 @@ def train_store(
     ``alpha_schedule="auto"`` means ``"constant"`` for sweeps (each one an exact Bellman
     backup) and ``"visits"`` for minibatches. Evaluations (``eval_every``) run in the
     store's env (its recorded id and kwargs) unless ``env_id`` / ``env_kwargs`` say
-    otherwise. ``out`` (a ``.npy`` name) is checked before training starts.
+    otherwise. ``out`` (a ``.npy`` name) is checked before training starts. A store is
+    data: its recorded id is not made in the ``module:Env-v0`` form (which imports
+    ``module``) unless ``trust_env_id=True`` (``--trust-env-id``); an ``env_id`` you pass
+    yourself is always trusted (see :func:`check_env_id`).
 
     >>> import tempfile, pathlib
     >>> from replaystore.collect import collect
@@ -408,11 +446,14 @@ def train_store(
     with open_store(path, mode="r") as store:
         agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, alpha=alpha,
                                            gamma=gamma, alpha_schedule=alpha_schedule)
+        own_id = bool(env_id)
         env_id = env_id or store.env_info.get("id")
         kwargs = dict(env_kwargs) if env_kwargs is not None else store.env_info.get("kwargs", {})
         if eval_every and not env_id:
             raise EnvError(f"{path}: eval_every (--eval-every) needs an env id (env_id=, --env "
                            "ENV_ID): the store does not record its env id")
+        if eval_every:
+            env_id = check_env_id(env_id, source=path, trusted=own_id or trust_env_id)
         if out is not None:
             agent.check_save_path(out)
         trainer = OfflineTrainer(store, agent, batch_size=batch_size, seed=seed,

@@ -74,6 +74,7 @@ from ..errors import (
 )
 from ..progress import Progress, as_progress
 from ..storage import create, now_iso
+from ..training import check_env_id
 from ..version import __version__
 from ._common import (
     InteropStats,
@@ -162,6 +163,7 @@ def _load(mn: Any, src: Any) -> tuple[Any, str | None, Path]:
             raise DatasetNotFoundError(f"{root}: no such Minari dataset (no such file or directory)")
         else:
             raise InteropError(f"{root}: not a Minari dataset (no data/metadata.json in it)")
+    _check_spaces_recorded(src, data)
     try:
         ds = mn.MinariDataset(data)
     except ImportError as e:
@@ -171,6 +173,22 @@ def _load(mn: Any, src: Any) -> tuple[Any, str | None, Path]:
     except (ValueError, KeyError, TypeError, AssertionError, OSError) as e:
         raise InteropError(f"{src}: cannot read the Minari dataset in {data}: {e}") from None
     return ds, did, data
+
+
+def _check_spaces_recorded(src: Any, data: Path) -> None:
+    """:class:`InteropError` unless ``data/metadata.json`` records both spaces: without
+    them minari makes the env from the dataset's env spec, whose entry point names a
+    module to import (a dataset is data and must not run code)."""
+    try:
+        meta = json.loads((data / "metadata.json").read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise InteropError(f"{src}: cannot read {data / 'metadata.json'}: {e}") from None
+    missing = [k for k in ("observation_space", "action_space")
+               if not isinstance(meta, dict) or not isinstance(meta.get(k), str)]
+    if missing:
+        raise InteropError(f"{src}: {data / 'metadata.json'} does not record {' and '.join(missing)}; "
+                           "minari would make the env of its env spec to get them, which imports "
+                           "code the dataset names, so it is not read")
 
 
 # ---------------------------------------------------------------------------------------
@@ -240,10 +258,13 @@ class _MinariWriter:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _env_for_export(st: Any, stats: InteropStats) -> Any:
+def _env_for_export(st: Any, stats: InteropStats, trust_env_id: bool) -> Any:
+    """The store's env, made for its spec (``None`` if it records none or it cannot be
+    made here); :class:`EnvError` for a ``module:Env-v0`` id unless ``trust_env_id``."""
     env_id = st.env_info.get("id")
     if not env_id:
         return None
+    env_id = check_env_id(env_id, source=st.path, trusted=trust_env_id, env_option=None)
     kwargs = dict(st.env_info.get("kwargs") or {})
     try:
         with warnings.catch_warnings():
@@ -264,6 +285,7 @@ def export_minari(
     data_format: str = "hdf5",
     block_rows: int | None = None,
     progress: bool | Progress = False,
+    trust_env_id: bool = False,
 ) -> InteropStats:
     """Write the complete episodes of ``store`` (a store or its path) as a Minari dataset.
 
@@ -273,6 +295,11 @@ def export_minari(
     complete. ``data_format`` is minari's storage: ``"hdf5"`` (default) or ``"arrow"``
     (needs pyarrow too). Needs ``pip install "replaystore[minari]"``.
 
+    The env spec comes from making the store's recorded env. A store is data: a recorded
+    ``module:Env-v0`` id (which would import ``module``) is refused with
+    :class:`~replaystore.errors.EnvError` before anything is written, unless
+    ``trust_env_id=True`` (``--trust-env-id``; see :func:`replaystore.training.check_env_id`).
+
     Example::
 
         export_minari("fl.zarr", "replaystore/frozenlake-v0")
@@ -281,6 +308,8 @@ def export_minari(
     mn = _minari("export to Minari")
     t0 = time.perf_counter()
     with opened_store(store) as st:
+        if st.env_info.get("id"):  # refused before any work (made only further down)
+            check_env_id(st.env_info["id"], source=st.path, trusted=trust_env_id, env_option=None)
         stats = InteropStats("export", "Minari dataset", str(st.path), str(out))
         obs_space, act_space = _export_spaces(st)
         obs_leaves, act_leaves, names = _export_names(obs_space, act_space)
@@ -294,7 +323,7 @@ def export_minari(
         eps, skipped, left_out = _select_episodes(st, step)
         collector = EpisodeCollector(eps[~left_out], names, obs_space, act_space, obs_leaves,
                                      act_leaves)
-        env = _env_for_export(st, stats)
+        env = _env_for_export(st, stats, trust_env_id)
         if path.exists():  # overwrite: checked above, replaced only now that there is data
             shutil.rmtree(path)
         writer = _MinariWriter(mn, did, path, obs_space, act_space, env,
@@ -426,8 +455,8 @@ def _env_record(spec: Any, stats: InteropStats) -> dict:
     if spec is None:
         return {}
     kwargs = dict(spec.kwargs or {})
-    try:
-        registered = gym.spec(spec.id)
+    try:  # a "module:Env-v0" id would import module: a dataset is data, so it is not looked up
+        registered = gym.spec(spec.id) if ":" not in str(spec.id) else None
     except Exception:  # not registered here (its package is not installed)
         registered = None
     if spec.max_episode_steps is not None and (
