@@ -5,12 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from pathlib import Path
+from typing import Any
 
 from ..errors import CorruptStoreError, StoreLockedError, StoreModeError
 from . import layout
 
-__all__ = ["atomic_write_json", "read_json", "WriterLock", "LiveFloor", "remove_stray_temps"]
+__all__ = ["atomic_write_json", "read_json", "parse_json", "check_json_depth", "MAX_JSON_BYTES",
+           "MAX_JSON_DEPTH", "WriterLock", "LiveFloor", "remove_stray_temps"]
+
+#: the largest JSON document (``zarr.json`` and the like) a store may hold: a larger one is
+#: refused as damaged before it is read
+MAX_JSON_BYTES = 64 << 20
+#: the deepest nesting of arrays and objects a store's JSON documents may have
+MAX_JSON_DEPTH = 100
 
 
 def atomic_write_json(path: Path, obj: dict, *, fsync: bool = False) -> None:
@@ -33,14 +42,64 @@ def atomic_write_json(path: Path, obj: dict, *, fsync: bool = False) -> None:
             os.close(dfd)
 
 
-def read_json(path: Path, *, what: str = "metadata") -> dict:
+def read_json(path: Path, *, what: str = "metadata") -> Any:
+    """The JSON document at ``path``: a regular file of at most :data:`MAX_JSON_BYTES`,
+    nested at most :data:`MAX_JSON_DEPTH` deep (``CorruptStoreError`` naming it otherwise).
+    A FIFO or device in its place is refused, not read (that could block forever or never end)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise CorruptStoreError(f"{path}: {what} is {kind}")
+        if st.st_size > MAX_JSON_BYTES:
+            raise CorruptStoreError(
+                f"{path}: {what} is {st.st_size:,} bytes; at most {MAX_JSON_BYTES:,} are accepted"
+            )
+        chunks, left = [], MAX_JSON_BYTES + 1  # (bounded even if the file grows meanwhile)
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    return parse_json(data, where=path, what=what)
+
+
+def parse_json(data: bytes, *, where: Any, what: str) -> Any:
+    """Decode one JSON document of a store, within :data:`MAX_JSON_BYTES` and
+    :data:`MAX_JSON_DEPTH` (``CorruptStoreError`` naming ``where`` otherwise)."""
+    if len(data) > MAX_JSON_BYTES:
+        raise CorruptStoreError(f"{where}: {what} is over {MAX_JSON_BYTES:,} bytes; it is not read")
+    try:
+        doc = json.loads(data)
     except json.JSONDecodeError as e:
-        raise CorruptStoreError(f"{path}: {what} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise CorruptStoreError(f"{where}: {what} is not valid JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError:
-        raise CorruptStoreError(f"{path}: {what} is not valid JSON (not UTF-8 text)") from None
+        raise CorruptStoreError(f"{where}: {what} is not valid JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise CorruptStoreError(
+            f"{where}: {what} is nested deeper than {MAX_JSON_DEPTH} levels; it is not read"
+        ) from None
+    check_json_depth(doc, where=where, what=what)
+    return doc
+
+
+def check_json_depth(doc: Any, *, where: Any, what: str, error: type[Exception] = CorruptStoreError) -> None:
+    """Raise ``error`` if ``doc`` nests arrays/objects deeper than :data:`MAX_JSON_DEPTH`
+    (iteratively: a deep document cannot exhaust the stack here)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise error(f"{where}: {what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
 
 
 class WriterLock:
@@ -132,13 +191,26 @@ class LiveFloor:
         self.path = Path(root) / layout.LIVE
         self._mm = None
         self.array = None
-        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        # Only the writer (create=True) opens it for writing: a reader opens and maps it
+        # read-only, so a ring on a read-only mount (or a read-only .live) can be read.
+        # O_NONBLOCK: a FIFO in its place must not block the reader.
+        if create:
+            flags = os.O_RDWR | os.O_CREAT
+        else:
+            flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
         try:
             fd = os.open(self.path, flags, 0o644)
         except (FileNotFoundError, PermissionError):
             return
+        except OSError:
+            if create:
+                raise
+            return  # (e.g. a directory in its place: no floor, as if it were missing)
         try:
-            if os.fstat(fd).st_size < 16:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return
+            if st.st_size < 16:
                 if not create:
                     return
                 os.ftruncate(fd, 16)

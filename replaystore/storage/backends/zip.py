@@ -7,6 +7,7 @@ memory-mapped straight out of the zip file.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import zipfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from .base import Backend, ChunkLocation
 __all__ = ["ZipBackend"]
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
+_UTF8_NAME = 0x800  # general purpose flag: the member name is UTF-8
 
 
 class ZipBackend(Backend):
@@ -33,6 +35,8 @@ class ZipBackend(Backend):
             raise NotAStoreError(f"{self.file}: a directory, not a zip file") from None
         self._infos = {i.filename: i for i in self.zip.infolist() if not i.is_dir()}
         self._offsets: dict[str, int] = {}
+        #: member data must end here: at the central directory (and within the file)
+        self._data_end = min(self.zip.start_dir, os.fstat(self.zip.fp.fileno()).st_size)
 
     def get(self, key: str) -> bytes | None:
         if key not in self._infos:
@@ -50,23 +54,66 @@ class ZipBackend(Backend):
         return [i for i in self.zip.infolist() if not i.is_dir()]
 
     def locate(self, key: str) -> ChunkLocation | None:
-        """``(zip file, offset, size, stored)`` of member ``key``'s data."""
+        """``(zip file, offset, size, stored)`` of member ``key``'s data.
+
+        The member's local header is checked against the central directory, and its data
+        must lie inside the file, before the central directory: a crafted zip whose member
+        runs past the end of the file would otherwise be memory-mapped, and touching the
+        missing pages kills the process (SIGBUS)."""
         info = self._infos.get(key)
         if info is None:
             return None
         off = self._offsets.get(key)
         if off is None:
-            fh = self.zip.fp  # the zip's own open file (zipfile seeks before each read)
-            fh.seek(info.header_offset)
-            head = fh.read(_LOCAL_HEADER.size)
-            if len(head) != _LOCAL_HEADER.size or head[:4] != b"PK\x03\x04":
-                raise CorruptStoreError(f"{self.file}: member {key!r} has a damaged local header")
-            name_len, extra_len = _LOCAL_HEADER.unpack(head)[-2:]
-            off = self._offsets[key] = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+            off = self._offsets[key] = self._data_offset(key, info)
         return str(self.file), off, info.file_size, info.compress_type == zipfile.ZIP_STORED
 
+    def _data_offset(self, key: str, info: zipfile.ZipInfo) -> int:
+        where = f"{self.file}: member {key!r}"
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise CorruptStoreError(
+                f"{where} is stored uncompressed but records {info.compress_size} stored bytes "
+                f"for {info.file_size} bytes of data"
+            )
+        if info.header_offset < 0 or info.header_offset + _LOCAL_HEADER.size > self._data_end:
+            raise CorruptStoreError(
+                f"{where} has a damaged local header (offset {info.header_offset} is outside "
+                f"the {self._data_end} bytes of member data)"
+            )
+        fh = self.zip.fp  # the zip's own open file (zipfile seeks before each read)
+        fh.seek(info.header_offset)
+        head = fh.read(_LOCAL_HEADER.size)
+        if len(head) != _LOCAL_HEADER.size or head[:4] != b"PK\x03\x04":
+            raise CorruptStoreError(f"{where} has a damaged local header")
+        fields = _LOCAL_HEADER.unpack(head)
+        flags, (name_len, extra_len) = fields[2], fields[-2:]
+        raw_name = fh.read(name_len)
+        try:
+            name = raw_name.decode("utf-8" if flags & _UTF8_NAME else "cp437")
+        except UnicodeDecodeError:
+            name = None
+        if len(raw_name) != name_len or name != info.orig_filename:
+            raise CorruptStoreError(
+                f"{where} has a damaged local header (it names {raw_name[:80]!r}, not the member)"
+            )
+        off = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+        if off + info.compress_size > self._data_end:
+            raise CorruptStoreError(
+                f"{where} is damaged: its {info.compress_size} bytes at offset {off} run past the "
+                f"end of the member data ({self._data_end} bytes; the zip file is "
+                f"{os.fstat(fh.fileno()).st_size} bytes)"
+            )
+        return off
+
     def aligned(self, keys: list[str]) -> bool:
-        return all((m := self.locate(k)) is None or m[1] % mmap.PAGESIZE == 0 for k in keys)
+        return all((m := self._try_locate(k)) is None or m[1] % mmap.PAGESIZE == 0 for k in keys)
+
+    def _try_locate(self, key: str) -> ChunkLocation | None:
+        # a damaged member fails when its field is mapped (naming it), not when the store opens
+        try:
+            return self.locate(key)
+        except CorruptStoreError:
+            return None
 
     def zarr_store(self, *, read_only: bool):
         from zarr.storage import ZipStore
