@@ -439,3 +439,29 @@ def test_store_on_a_read_only_mount_can_be_read(read_only_mount, capacity):
     assert r.returncode == 0, r.stderr[-2000:]
     with pytest.raises(rs.StoreModeError):
         rs.open(p, mode="a")
+
+
+def test_consistent_but_huge_counters_are_refused_not_allocated(tmp_path):
+    """size = total = cursor = 10**15 agree with each other, but no array holds those rows."""
+    import json
+    import time
+
+    import gymnasium as gym
+
+    path = tmp_path / "huge.zarr"
+    with rs.create(path, gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2)) as s:
+        s.extend({"obs": np.zeros((10, 3)), "action": np.zeros(10, int), "reward": np.zeros(10),
+                  "next_obs": np.zeros((10, 3)), "terminated": np.zeros(10, bool),
+                  "truncated": np.zeros(10, bool)})
+    doc = json.loads((path / "zarr.json").read_text())
+    doc["attributes"]["replaystore_state"].update(size=10**15, total=10**15, cursor=10**15)
+    (path / "zarr.json").write_text(json.dumps(doc))
+    with pytest.raises(rs.CorruptStoreError, match=r"obs/zarr.json: array of field 'obs' has 10 rows"):
+        rs.open(path)
+    t = time.monotonic()
+    for repair in (False, True):
+        report = rs.verify(path, repair=repair)
+        assert not report.ok and "10 rows" not in " ".join(report.problems)
+        assert any("hold 10" in p for p in report.problems)
+    assert time.monotonic() - t < 10
+    assert report.repaired.startswith("not repaired")

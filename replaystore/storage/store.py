@@ -105,7 +105,7 @@ class ReplayStore:
                                  nonfinite_rewards=nonfinite_rewards)
         if hugepages not in (True, False, "auto"):
             raise SchemaError(f"{self.path}: hugepages must be True, False or 'auto', got {hugepages!r}")
-        self._check_arrays()
+        self._check_arrays(int(state["total"]))
         self._hugepages = self._decide_hugepages(hugepages, state)
         self._arrays = ZarrArrays(backend, writable=mode == "a")
         self._cache = ChunkCache(cache_bytes)
@@ -128,7 +128,9 @@ class ReplayStore:
             self._writer.indexes = self._indexes
         self._closed = False
 
-    def _check_arrays(self) -> None:
+    def _check_arrays(self, total: int) -> None:
+        """Every field's array matches the field list and holds the rows the committed state
+        names (a crafted state is refused here, before anything is mapped or allocated)."""
         for f in self.schema:
             p = f"{self.path}/{layout.array_meta_key(f.name)}"
             am = self._backend.get_json(layout.array_meta_key(f.name), what=f"array metadata of field {f.name!r}")
@@ -139,6 +141,13 @@ class ReplayStore:
                 raise CorruptStoreError(
                     f"{p}: array of field {f.name!r} has shape {am.get('shape')} and chunks {chunks}; "
                     f"expected rows x {list(f.shape)} in chunks of {[f.chunk_rows, *f.shape]}"
+                )
+            rows = am["shape"][0] if isinstance(am["shape"][0], int) else -1
+            want = total if self.capacity is None else self.capacity
+            if (rows < want) if self.capacity is None else (rows != want):
+                raise CorruptStoreError(
+                    f"{p}: array of field {f.name!r} has {rows} rows; the committed state in "
+                    f"{self.path}/zarr.json names {want} ({'total written' if self.capacity is None else 'capacity'})"
                 )
 
     def _decide_hugepages(self, opt: bool | str, state: dict) -> bool:

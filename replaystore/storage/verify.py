@@ -142,6 +142,17 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
     if size < 0 or size > total or (cap is not None and (size > cap or state.get("cursor") != total % cap)):
         report.problems.append(f"committed state is inconsistent: size {size}, total {total}, "
                                f"cursor {state.get('cursor')}, capacity {cap}")
+    held = _rows_held(root, schema)
+    if cap is None and held is not None and total > held:
+        # a state naming rows no array holds: checking (or repairing) block by block would
+        # walk rows that do not exist
+        report.problems.append(f"committed state says {total:,} rows were written, but the field "
+                               f"arrays hold {held:,}")
+        report.ok = False
+        if repair:
+            report.repaired = ("not repaired: the committed state does not match the arrays; "
+                               "restore zarr.json from a copy of the store")
+        return report
     intervals = committed_intervals(total, size, cap)
     for f in schema:
         am = root / f.name / "zarr.json"
@@ -191,6 +202,19 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
     if repair and not report.ok:
         _repair(root, meta, state, schema, report)
     return report
+
+
+def _rows_held(root: Path, schema: Schema) -> int | None:
+    """The fewest rows any field's array metadata says it holds (None if unreadable)."""
+    held = None
+    for f in schema:
+        try:
+            rows = read_json(root / f.name / "zarr.json", what=f"array metadata of {f.name!r}")["shape"][0]
+        except (OSError, KeyError, TypeError, IndexError, ReplayStoreError):
+            continue
+        if isinstance(rows, int):
+            held = rows if held is None else min(held, rows)
+    return held
 
 
 def _merge(damage: list[Damage]) -> list[Damage]:
