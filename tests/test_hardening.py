@@ -89,3 +89,25 @@ def test_a_balance_key_named_dotdot_deletes_nothing(tmp_path, mode):
                 rs.BalancedSampler(s, by=lambda rows: rows["action"], key_name="..", batch_size=4)
     assert store_files(path) == files
     assert len(rs.open(path)) == 100
+
+
+@pytest.mark.parametrize("capacity", [None, 2000])
+def test_prefetching_while_appending_never_changes_what_the_store_holds(tmp_path, capacity):
+    """Issue 12, case 3: the prefetch thread used to flush the write buffer while the same
+    process appended, losing rows from the store itself. Reading no longer writes."""
+    path = tmp_path / "s.zarr"
+    store = rs.create(path, STD_OBS, STD_ACT, capacity=capacity, buffer_rows=512)
+    store.extend(std_batch(0, 1000))
+    it = rs.UniformSampler(store, batch_size=64, seed=0).iter(None, prefetch=3)
+    n = 1000
+    for _ in range(300):
+        store.extend(std_batch(n, 100))
+        n += 100
+        next(it)
+    it.close()
+    store.close()
+    with rs.open(path) as s:
+        assert s.total == n
+        want = np.arange(n - len(s), n, dtype=np.float32)  # reward == global row id
+        np.testing.assert_array_equal(s.read_range(0, len(s), fields=["reward"])["reward"], want)
+    assert rs.verify(path).ok
