@@ -133,7 +133,8 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
     try:
         schema = Schema.from_json(meta["fields"])
         cap = meta.get("capacity")
-        total, size, gen = int(state["total"]), int(state["size"]), int(state.get("generation", 0))
+        total, size = int(state["total"]), int(state["size"])
+        int(state.get("generation", 0))  # (used per block; a bad value is reported here)
     except (KeyError, TypeError, ValueError, ReplayStoreError) as e:
         report.problems.append(f"metadata is inconsistent: {e}")
         report.ok = False
@@ -155,53 +156,65 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
         return report
     intervals = committed_intervals(total, size, cap)
     for f in schema:
-        am = root / f.name / "zarr.json"
-        try:
-            doc = read_json(am, what=f"array metadata of {f.name!r}")
-            ok_shape = doc["chunk_grid"]["configuration"]["chunk_shape"] == [f.chunk_rows, *f.shape]
-            if not ok_shape or (cap is None and doc["shape"][0] < 0):
-                raise CorruptStoreError(f"{am}: chunking does not match the store's field list")
-        except (OSError, KeyError, TypeError, ReplayStoreError) as e:
-            report.damage.append(Damage(f.name, 0, size, f"array metadata unreadable: {e}"))
-            continue
-        crc = BlockChecksums(root, f, writable=False)
-        records = crc.records()
-        reader = _FieldReader(root, f, cap, total if cap is None else min(total, cap))
-        br = crc.block_rows
-        bad: list[tuple[int, int, str]] = []
-        for lo, hi in intervals:
-            for blk in range(lo // br, (hi - 1) // br + 1):
-                a, b = max(lo, blk * br), min(hi, (blk + 1) * br)
-                report.blocks_checked += 1
-                pieces = [(max(x, blk * br), min(y, (blk + 1) * br)) for x, y in intervals
-                          if max(x, blk * br) < min(y, (blk + 1) * br)]
-                want = crc.expected(blk, gen, records)
-                value, rows, err = 0, 0, None
-                for x, y in pieces:
-                    data, err = reader.read(x, y)
-                    if err:
-                        break
-                    value = zlib.crc32(data, value)
-                    rows += y - x
-                if err is None and want is None:
-                    err = "no checksum recorded for this block"
-                elif err is None and (value, rows) != want:
-                    absent = [k for x, y in pieces for k in reader.absent(x, y)]
-                    err = (f"chunk file {absent[0]} is missing" if absent
-                           else "checksum mismatch (data changed on disk)")
-                if err:
-                    bad.append((a, b, err))
-                else:
-                    report.rows_checked += b - a
-        reader.close()
-        for a, b, err in bad:
-            la, lb = logical_range(a, b, total=total, size=size, capacity=cap)
-            report.damage.append(Damage(f.name, la, lb, err))
+        _check_field(root, f, cap, state, intervals, report)
     report.damage = _merge(report.damage)
     report.ok = not report.damage and not report.problems
     if repair and not report.ok:
         _repair(root, meta, state, schema, report)
     return report
+
+
+def _check_field(root: Path, f: Field, cap: int | None, state: dict,
+                 intervals: list[tuple[int, int]], report: VerifyReport) -> None:
+    """Every committed block of field ``f`` against its checksum; damage goes to ``report``."""
+    total, size, gen = int(state["total"]), int(state["size"]), int(state.get("generation", 0))
+    am = root / f.name / "zarr.json"
+    try:
+        doc = read_json(am, what=f"array metadata of {f.name!r}")
+        ok_shape = doc["chunk_grid"]["configuration"]["chunk_shape"] == [f.chunk_rows, *f.shape]
+        if not ok_shape or (cap is None and doc["shape"][0] < 0):
+            raise CorruptStoreError(f"{am}: chunking does not match the store's field list")
+    except (OSError, KeyError, TypeError, ReplayStoreError) as e:
+        report.damage.append(Damage(f.name, 0, size, f"array metadata unreadable: {e}"))
+        return
+    crc = BlockChecksums(root, f, writable=False)
+    records = crc.records()
+    reader = _FieldReader(root, f, cap, total if cap is None else min(total, cap))
+    br = crc.block_rows
+    bad: list[tuple[int, int, str]] = []
+    for lo, hi in intervals:
+        for blk in range(lo // br, (hi - 1) // br + 1):
+            a, b = max(lo, blk * br), min(hi, (blk + 1) * br)
+            report.blocks_checked += 1
+            pieces = [(max(x, blk * br), min(y, (blk + 1) * br)) for x, y in intervals
+                      if max(x, blk * br) < min(y, (blk + 1) * br)]
+            err = _check_block(reader, pieces, crc.expected(blk, gen, records))
+            if err:
+                bad.append((a, b, err))
+            else:
+                report.rows_checked += b - a
+    reader.close()
+    for a, b, err in bad:
+        la, lb = logical_range(a, b, total=total, size=size, capacity=cap)
+        report.damage.append(Damage(f.name, la, lb, err))
+
+
+def _check_block(reader: _FieldReader, pieces: list[tuple[int, int]],
+                 want: tuple[int, int] | None) -> str | None:
+    """What is wrong with one checksum block (its committed ``pieces``), or None."""
+    value, rows = 0, 0
+    for x, y in pieces:
+        data, err = reader.read(x, y)
+        if err:
+            return err
+        value = zlib.crc32(data, value)
+        rows += y - x
+    if want is None:
+        return "no checksum recorded for this block"
+    if (value, rows) != want:
+        absent = [k for x, y in pieces for k in reader.absent(x, y)]
+        return f"chunk file {absent[0]} is missing" if absent else "checksum mismatch (data changed on disk)"
+    return None
 
 
 def _rows_held(root: Path, schema: Schema) -> int | None:
