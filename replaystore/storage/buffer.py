@@ -91,7 +91,7 @@ class WriteBuffer:
     def gather(self, name: str, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Buffered rows at ``positions`` (0 = the oldest buffered row)."""
         src = self.arrays[name] if not self.pending else self.rows(name)
-        return np.take(src, positions, axis=0, out=out)
+        return src.take(positions, axis=0, out=out)
 
     def take_all(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         return {name: self.rows(name) for name in names}

@@ -272,14 +272,13 @@ class BatchReader:
         n = len(indices)
         t0 = time.perf_counter() if self.readahead == "auto" else 0.0
         out = {}
-        if reader.tail is not None and reader.tail.count:
-            for fio in self._fio:
-                f = fio.field
-                out[f.name] = reader.gather(f.name, indices, np.empty((n, *f.shape), f.dtype))
+        ext = reader.extent()
+        if ext != self._plan_extent:
+            self._make_plan(ext)
+        tail = reader.tail
+        if tail is not None and tail.count:
+            self._read_with_tail(indices, out)
         else:
-            ext = reader.extent()
-            if ext != self._plan_extent:
-                self._make_plan(ext)
             phys = reader.physical(indices)
             if self._cold:
                 self._advise(phys)
@@ -297,6 +296,27 @@ class BatchReader:
                 self._cold = sorted(self._recent)[4] > _COLD_SECONDS_PER_ROW
         return out
 
+    def _read_with_tail(self, indices: np.ndarray, out: dict[str, np.ndarray]) -> None:
+        """A batch of committed and buffered rows: where each row is, worked out once for
+        every field (one view of the state: fields never mix rows of two states)."""
+        reader = self.reader
+        n = len(indices)
+        nc, skip = reader._split()
+        old = indices < nc
+        sel_old = np.flatnonzero(old)
+        sel_new = np.flatnonzero(~old)
+        phys = ring.physical_rows(indices[sel_old] + (reader.size - nc), total=reader.total,
+                                  size=reader.size, capacity=self.reader.capacity)
+        pos = indices[sel_new] - nc + skip
+        if self._cold and len(phys):
+            self._advise(phys)
+        for name, shape, dtype, take in self._plan:
+            dst = np.empty((n, *shape), dtype)
+            if len(sel_old):
+                dst[sel_old] = take(phys, axis=0, out=np.empty((len(phys), *shape), dtype))
+            dst[sel_new] = reader.tail.gather(name, pos)
+            out[name] = dst
+
     def _make_plan(self, extent: int) -> None:
         """Per field, the cheapest gather of committed rows: ``take`` on the mapped array
         when there is one (rebuilt when commits map more chunks)."""
@@ -305,7 +325,7 @@ class BatchReader:
             f = fio.field
             self.reader.ready(f.name)
             view = fio.view
-            if view is not None and view.contiguous:
+            if view is not None and view.contiguous and view.array is not None:
                 take = view.array.take
             else:
                 def take(phys, axis=0, out=None, fio=fio):
