@@ -37,14 +37,46 @@ def test_a_compressed_collection_verifies_and_writes_every_chunk(tmp_path):
     assert (path / "truncated" / "c" / "0").is_file()
 
 
+def _make_legacy(path: Path, field: str) -> None:
+    """Strip the marker new stores carry ("every chunk written"): a store as older versions
+    wrote it, where zarr left out chunks holding only the fill value."""
+    am = path / field / "zarr.json"
+    doc = json.loads(am.read_text())
+    doc["attributes"].pop("replaystore_array")
+    am.write_text(json.dumps(doc))
+
+
 def test_a_legacy_store_missing_fill_value_chunks_verifies(tmp_path):
     path = tmp_path / "s.zarr"
     with rs.create(path, STD_OBS, STD_ACT, codecs="zstd:3", chunk_rows=4096) as s:
         s.extend(std_batch(0, 5000, term_every=0))
+    _make_legacy(path, "truncated")
     (path / "truncated" / "c" / "1").unlink()  # what zarr's default would have left out
     (path / "truncated" / "c" / "0").unlink()
     assert rs.verify(path).ok
     assert not rs.verify(path).damage
+    with rs.open(path) as s:  # and reads keep reading them as the fill value
+        assert not s.read_range(0, 5000, fields=["truncated"])["truncated"].any()
+
+
+def test_a_new_store_missing_a_fill_value_chunk_is_reported_and_rewritten(tmp_path):
+    """Issue 12, case 7: in a store whose writers write every chunk, a missing chunk is
+    damage for readers; verify finds its rows intact (they are the fill value) and repair
+    writes the chunk again, dropping nothing."""
+    path = tmp_path / "s.zarr"
+    with rs.create(path, STD_OBS, STD_ACT, codecs="zstd:3", chunk_rows=4096) as s:
+        s.extend(std_batch(0, 5000, term_every=0))
+    (path / "truncated" / "c" / "1").unlink()
+    with rs.open(path) as s, pytest.raises(rs.CorruptStoreError, match="truncated.*missing"):
+        s.read_range(0, 5000, fields=["truncated"])
+    report = rs.verify(path)
+    assert not report.ok and not report.damage
+    assert [x.action for x in report.side] == ["chunk"]
+    report = rs.verify(path, repair=True)
+    assert "no rows dropped" in report.repaired
+    assert rs.verify(path).ok
+    with rs.open(path) as s:
+        assert len(s) == 5000 and not s.read_range(0, 5000, fields=["truncated"])["truncated"].any()
 
 
 def test_a_missing_compressed_chunk_that_held_data_is_damage(tmp_path):

@@ -14,6 +14,7 @@ import zarr
 
 from .. import spaces as _spaces
 from ..errors import NotAStoreError, SchemaError, StoreExistsError, StoreModeError
+from . import layout
 from .backends import resolve
 from .metadata import FORMAT_VERSION, json_copy, load_meta, now_iso, package_version, write_group
 from .schema import SCALAR_FIELDS, Field, Schema
@@ -91,21 +92,26 @@ def _build_schema(observation_space, action_space, fields, extra_fields, chunk_r
 
 
 def _zarr_codecs(codec: str | None):
+    """The zarr codecs of a compressed field: the compressor, then Zarr v3's standard
+    ``crc32c`` checksum of each encoded chunk (a flipped byte fails to decode, instead of
+    decoding to other values)."""
     if codec is None:
         return None
     name, _, level = codec.partition(":")
     level = int(level) if level else None
-    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+    from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 
     if name == "zstd":
-        return [ZstdCodec(level=3 if level is None else level)]
-    if name in ("lz4", "blosc-lz4"):
-        return [BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle="shuffle")]
-    if name == "blosc-zstd":
-        return [BloscCodec(cname="zstd", clevel=3 if level is None else level, shuffle="shuffle")]
-    if name == "gzip":
-        return [GzipCodec(level=5 if level is None else level)]
-    raise SchemaError(f"unknown codec {codec!r}")  # pragma: no cover - parse_codec guards
+        compressor = ZstdCodec(level=3 if level is None else level)
+    elif name in ("lz4", "blosc-lz4"):
+        compressor = BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle="shuffle")
+    elif name == "blosc-zstd":
+        compressor = BloscCodec(cname="zstd", clevel=3 if level is None else level, shuffle="shuffle")
+    elif name == "gzip":
+        compressor = GzipCodec(level=5 if level is None else level)
+    else:  # pragma: no cover - parse_codec guards
+        raise SchemaError(f"unknown codec {codec!r}")
+    return [compressor, Crc32cCodec()]
 
 
 def create(
@@ -227,6 +233,8 @@ def _create_arrays(loc, schema: Schema, capacity: int | None) -> None:
             compressors=_zarr_codecs(f.codec),
             fill_value=False if f.dtype.kind == "b" else 0,
             config={"write_empty_chunks": True},
+            # every chunk is written (a missing chunk file is damage, not the fill value)
+            attributes={layout.ARRAY_ATTR: {"every_chunk_written": True}},
         )
 
 

@@ -7,7 +7,8 @@ A store is a Zarr v3 group; keys are ``/``-separated paths relative to its root:
 >>> array_meta_key("reward"), crc_key("obs"), index_key("action")
 ('reward/zarr.json', '.crc/obs.bin', '_index/action')
 >>> index_key("../evil")
-'_index/.._evil'
+Traceback (most recent call last):
+ValueError: index name '../evil' is not allowed: expected 1-128 letters, digits, '_', '.' or '-', not starting with '.'
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 __all__ = [
     "GROUP_META", "BACKUP", "LOCK", "LIVE", "CRC_DIR", "INDEX_DIR", "META_KEY", "STATE_KEY",
-    "INDEX_ATTR", "RUNTIME_FILES", "chunk_key", "chunk_path", "array_meta_key", "crc_key",
+    "INDEX_ATTR", "ARRAY_ATTR", "RUNTIME_FILES", "chunk_key", "chunk_path", "array_meta_key", "crc_key", "crc_check_key",
     "index_key", "valid_index_name", "index_class_key", "group_doc", "array_doc", "temp_name", "is_temp_name", "is_chunk_key",
 ]
 
@@ -40,6 +41,9 @@ META_KEY = "replaystore"
 STATE_KEY = "replaystore_state"
 #: attribute of an index group's metadata
 INDEX_ATTR = "replaystore_index"
+#: attribute of a field array's metadata: ``{"every_chunk_written": true}`` in stores whose
+#: writers write every chunk (a chunk file that is missing there is damage, not the fill value)
+ARRAY_ATTR = "replaystore_array"
 #: per-process files of a local store that are not part of its content
 RUNTIME_FILES = (LOCK, LIVE)
 
@@ -65,6 +69,11 @@ def array_meta_key(field: str) -> str:
 
 def crc_key(field: str) -> str:
     return f"{CRC_DIR}/{field}.bin"
+
+
+def crc_check_key(field: str) -> str:
+    """The check words of :func:`crc_key`'s records (one ``uint32`` per record slot)."""
+    return f"{CRC_DIR}/{field}.chk"
 
 
 def index_key(name: str) -> str:

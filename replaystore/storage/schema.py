@@ -33,6 +33,9 @@ __all__ = [
 DEFAULT_CHUNK_BYTES = 16 * 2**20
 MIN_CHUNK_ROWS = 4096  # a power of two >= 4096 keeps every chunk page-aligned for mmap
 MAX_CHUNK_ROWS = 2**20
+#: rows larger than this do not get MIN_CHUNK_ROWS rows per chunk (4096 rows of 100 MB
+#: would be a 400 GB chunk, and a write buffer as large)
+LARGE_ROW_BYTES = 1 << 16
 
 #: Fields every transition store has, in this order (``obs``/``action``/``next_obs`` are
 #: split into ``obs.<key>`` ... fields for ``Dict``/``Tuple`` spaces).
@@ -48,13 +51,20 @@ _CODEC = re.compile(r"^(none|zstd|lz4|blosc-lz4|blosc-zstd|gzip)(?::(\d+))?$")
 
 
 def default_chunk_rows(row_bytes: int) -> int:
-    """Largest power of two of rows whose chunk stays within ``DEFAULT_CHUNK_BYTES``.
+    """Largest power of two of rows whose chunk stays within ``DEFAULT_CHUNK_BYTES``, but
+    at least ``MIN_CHUNK_ROWS`` (page-aligned chunks) for rows up to ``LARGE_ROW_BYTES``;
+    larger rows get chunks of at most ``DEFAULT_CHUNK_BYTES`` (or one row), so a chunk and
+    the write buffer stay bounded however large a row is.
 
     >>> default_chunk_rows(1), default_chunk_rows(32), default_chunk_rows(7056)
     (1048576, 524288, 4096)
+    >>> default_chunk_rows(100_000_000), default_chunk_rows(1 << 20)
+    (1, 16)
     """
     rows = max(1, DEFAULT_CHUNK_BYTES // max(1, row_bytes))
     rows = 1 << (rows.bit_length() - 1)
+    if row_bytes > LARGE_ROW_BYTES:
+        return int(rows)
     return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
 
 

@@ -3,27 +3,49 @@
 A compressed chunk must be decoded whole, so reads go through a bounded cache of decoded
 chunks shared by the store's fields (:class:`ChunkCache`). Writes rebuild the chunk being
 filled in memory and write it whole.
+
+Before zarr reads a chunk of a local or zipped store, its file is checked: a regular file
+(``lstat``: a symlink, directory, FIFO or device in its place is damage, never opened) no
+larger than a compressed chunk can be. A chunk file that is missing reads as the fill
+value only in stores written before every chunk was written (their field arrays carry no
+``replaystore_array.every_chunk_written`` attribute); elsewhere it is damage. A chunk that
+fails to decode (or fails its ``crc32c`` codec) is damage: ``CorruptStoreError``, never
+rows of zeros.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import zarr
 
-from ...errors import CorruptStoreError
+from ...errors import CorruptStoreError, ReplayStoreError
 from .. import layout
 from ..backends import Backend, remote_errors
 from ..schema import Field
 from .base import FieldIO
 
-__all__ = ["ChunkedField", "ChunkCache", "ZarrArrays"]
+__all__ = ["ChunkedField", "ChunkCache", "ZarrArrays", "every_chunk_written", "max_chunk_file_bytes"]
 
 
 def _alloc(rows: int, chunk_rows: int) -> int:
     return -(-rows // chunk_rows) * chunk_rows
+
+
+def max_chunk_file_bytes(f: Field) -> int:
+    """The largest chunk file a field's codec can produce (zstd, blosc and gzip add at
+    most a small fraction to incompressible data): anything larger is damage."""
+    return f.chunk_bytes + f.chunk_bytes // 64 + 4096
+
+
+def every_chunk_written(arr: zarr.Array) -> bool:
+    """Whether the array's writers wrote every chunk (so a missing one is damage)."""
+    attrs = arr.attrs.get(layout.ARRAY_ATTR)
+    return isinstance(attrs, dict) and attrs.get("every_chunk_written") is True
 
 
 class ChunkCache:
@@ -105,11 +127,45 @@ class ChunkedField(FieldIO):
         self.cache = cache
         self._open: tuple[int, np.ndarray] | None = None  # the chunk being filled
         self._dirty: set[int] = set()
+        #: read chunks that are missing as the fill value (legacy stores, and verify)
+        self.absent_is_fill: bool | None = None
 
     def _array(self) -> zarr.Array:
         return self.arrays.get(self.field.name)
 
     # -- reading --------------------------------------------------------------------------
+    def check_chunk_file(self, k: int) -> bool:
+        """Whether chunk ``k``'s file exists (``CorruptStoreError`` if something other than a
+        plausible chunk file is in its place). Backends without files: assumed present."""
+        f = self.field
+        key = layout.chunk_key(f.name, k, len(f.shape))
+        where = f"{self.backend}/{key}"
+        limit = max_chunk_file_bytes(f)
+        if self.backend.local is not None:
+            try:
+                st = os.lstat(self.backend.local / key)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            if not stat.S_ISREG(st.st_mode):
+                kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
+                        "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file")
+                raise CorruptStoreError(
+                    f"{where}: chunk {k} of field {f.name!r} is {kind}; expected a regular file "
+                    f"(rows {k * f.chunk_rows}..{(k + 1) * f.chunk_rows - 1})")
+            size = st.st_size
+        elif self.backend.memory_mappable:  # a zip: its member, as the central directory says
+            found = self.backend.locate(key)
+            if found is None:
+                return False
+            size = found[2]
+        else:
+            return True
+        if size > limit:
+            raise CorruptStoreError(
+                f"{where}: chunk {k} of field {f.name!r} is {size:,} bytes; a chunk of "
+                f"{f.chunk_rows} rows of {f.row_bytes} bytes is at most {limit:,}")
+        return True
+
     def chunk(self, k: int) -> np.ndarray:
         """Decoded chunk ``k`` (cached)."""
         key = (self.field.name, k)
@@ -117,9 +173,24 @@ class ChunkedField(FieldIO):
         if chunk is not None:
             return chunk
         arr = self._array()
-        lo = k * self.field.chunk_rows
-        with remote_errors(self.backend):
-            chunk = arr[lo : min(lo + self.field.chunk_rows, arr.shape[0])]
+        f = self.field
+        if self.absent_is_fill is None:
+            self.absent_is_fill = not every_chunk_written(arr)
+        if not self.check_chunk_file(k) and not self.absent_is_fill:
+            raise CorruptStoreError(
+                f"{self.backend}/{layout.chunk_key(f.name, k, len(f.shape))}: chunk {k} of field "
+                f"{f.name!r} is missing; expected a chunk file holding rows "
+                f"{k * f.chunk_rows}..{(k + 1) * f.chunk_rows - 1}")
+        lo = k * f.chunk_rows
+        try:
+            with remote_errors(self.backend):
+                chunk = arr[lo : min(lo + f.chunk_rows, arr.shape[0])]
+        except (ReplayStoreError, MemoryError):
+            raise
+        except Exception as e:  # any decode failure is damage
+            raise CorruptStoreError(
+                f"{self.backend}/{layout.chunk_key(f.name, k, len(f.shape))}: chunk {k} of field "
+                f"{f.name!r} cannot be decoded ({type(e).__name__}: {e})") from None
         self.cache.put(key, chunk)
         return chunk
 
@@ -147,9 +218,9 @@ class ChunkedField(FieldIO):
         return self.gather(np.arange(start, stop, dtype=np.int64), np.empty((stop - start, *f.shape), f.dtype))
 
     def read_bytes(self, start: int, stop: int) -> bytes:
-        """Rows as stored; a chunk zarr left out reads as the fill value, as zarr defines
-        (:meth:`absent_chunks` says which; only the checksums can tell whether rows that
-        were not the fill value went missing)."""
+        """Rows as stored. A missing chunk reads as the fill value where
+        :attr:`absent_is_fill` allows it (:meth:`absent_chunks` says which are missing;
+        only the checksums can tell whether rows that were not the fill value went missing)."""
         f = self.field
         cr = f.chunk_rows
         le = f.dtype.newbyteorder("<")
@@ -160,11 +231,7 @@ class ChunkedField(FieldIO):
             if self._open is not None and self._open[0] == k:
                 rows = self._open[1][off : off + m]
             else:
-                try:
-                    rows = self.chunk(k)[off : off + m]
-                except Exception as e:  # any decode failure is damage
-                    raise CorruptStoreError(
-                        f"chunk {k} cannot be decoded ({type(e).__name__}: {e})") from None
+                rows = self.chunk(k)[off : off + m]
                 if len(rows) != m:
                     raise OSError(f"chunk {k} holds fewer rows than expected")
             parts.append(np.ascontiguousarray(rows, dtype=le).tobytes())
@@ -176,8 +243,8 @@ class ChunkedField(FieldIO):
         if not self.backend.memory_mappable or stop <= start:
             return []  # (object stores: absent and empty cannot be told apart by listing here)
         cr, ndim = f.chunk_rows, len(f.shape)
-        keys = [layout.chunk_key(f.name, k, ndim) for k in range(start // cr, (stop - 1) // cr + 1)]
-        return [k for k in keys if self.backend.locate(k) is None]
+        return [layout.chunk_key(f.name, k, ndim) for k in range(start // cr, (stop - 1) // cr + 1)
+                if not self.check_chunk_file(k)]
 
     def invalidate(self) -> None:
         self.arrays.forget(self.field.name)

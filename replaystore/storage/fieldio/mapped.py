@@ -1,12 +1,15 @@
 """Uncompressed fields read through memory maps of their chunk files.
 
 On a local store the rows are written in place (``pwrite``, see :class:`RowArray`); in a
-``.zip`` the chunk members are mapped straight out of the zip file.
+``.zip`` the chunk members are mapped straight out of the zip file. A local chunk file is
+checked with ``lstat`` before it is mapped or read: a symlink, directory, FIFO or device
+in its place, or a file of the wrong size, is damage (``CorruptStoreError``), never opened.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 
@@ -40,6 +43,7 @@ class MappedField(FieldIO):
         self.backend = backend
         self.capacity = capacity
         self._fds: dict[int, tuple[int, int]] = {}  # chunk -> (fd, offset in file)
+        self._checked = 0  # chunks [0, _checked) were checked before they were mapped
         ndim = len(field.shape)
         self.rows: RowArray | None = None
         if backend.in_place_writes:
@@ -74,7 +78,34 @@ class MappedField(FieldIO):
         return self._view
 
     # -- reading --------------------------------------------------------------------------
+    def check_chunk_file(self, k: int) -> None:
+        """Chunk ``k`` of a local store is a regular file of exactly one chunk
+        (``OSError`` naming it otherwise; ``CorruptStoreError`` for what is not a file)."""
+        f = self.field
+        if self.backend.local is None:
+            return  # (a zip's members are checked against its central directory)
+        key = layout.chunk_key(f.name, k, len(f.shape))
+        where = f"{self.backend}/{key}"
+        try:
+            st = os.lstat(self.backend.local / key)
+        except (FileNotFoundError, NotADirectoryError):
+            raise CorruptStoreError(
+                f"{where}: chunk {k} of field {f.name!r} is missing; expected a file of "
+                f"{f.chunk_bytes} bytes") from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
+                    "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file")
+            raise CorruptStoreError(f"{where}: chunk {k} of field {f.name!r} is {kind}; expected a "
+                                    f"regular file of {f.chunk_bytes} bytes")
+        if st.st_size != f.chunk_bytes:
+            raise CorruptStoreError(f"{where}: chunk {k} of field {f.name!r} has {st.st_size} bytes; "
+                                    f"expected {f.chunk_bytes}")
+
     def ensure(self, rows: int) -> None:
+        need = -(-rows // self.field.chunk_rows)
+        for k in range(self._checked, need):  # new chunks only: once each
+            self.check_chunk_file(k)
+            self._checked = k + 1
         self._view.ensure(rows)
 
     def gather(self, phys: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -84,6 +115,9 @@ class MappedField(FieldIO):
         return np.array(self._view.slice(start, stop))
 
     def read_bytes(self, start: int, stop: int) -> bytes:
+        if stop > start:
+            for k in range(start // self.field.chunk_rows, (stop - 1) // self.field.chunk_rows + 1):
+                self.check_chunk_file(k)  # (every time: verify reads files that may change)
         if self.rows is not None:
             return self.rows.read_bytes(start, stop)  # from the files, not the mapping
         data = self._view.slice(start, stop)

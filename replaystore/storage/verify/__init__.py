@@ -1,0 +1,172 @@
+"""Check a store against its checksums and side files, and repair it without losing data.
+
+``verify`` checks every committed block of every field against its checksum, the state
+in ``zarr.json`` against the arrays (and, when they disagree, the backup state against
+the data), every class index against the key field, and the ``.live`` floor. ``repair``
+rebuilds damaged side files from the data and drops only rows whose data itself fails
+its checksum (see :mod:`.repair`).
+
+>>> import tempfile, gymnasium as gym, numpy as np, replaystore as rs
+>>> p = tempfile.mkdtemp() + "/s"
+>>> with rs.create(p, gym.spaces.Discrete(4), gym.spaces.Discrete(2)) as s:
+...     s.extend({"obs": [0, 1], "action": [0, 1], "reward": [0.0, 1.0], "next_obs": [1, 2],
+...               "terminated": [False, True], "truncated": [False, False]})
+>>> verify(p).ok
+True
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ...errors import NotAStoreError, ReplayStoreError, StoreModeError
+from .. import layout
+from ..backends import LocalBackend, is_local_dir, is_url
+from ..files import read_json
+from ..metadata import load_meta, parse_meta
+from .check import StateCheck, check_state
+from .indexes import check_indexes, check_live
+from .repair import remove_leftovers
+from .repair import repair as repair_store
+from .report import Damage, SideDamage, VerifyReport
+
+__all__ = ["verify", "VerifyReport", "Damage", "SideDamage"]
+
+
+def writer_pid(root: Path) -> str | None:
+    """The pid of a process holding the store's writer lock, or None (probed with a shared
+    ``flock`` on the existing lock file: nothing is created or written)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    try:
+        fd = os.open(root / layout.LOCK, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _backup(root: Path) -> tuple[dict, dict] | None:
+    try:
+        return parse_meta(read_json(root / layout.BACKUP, what="metadata backup"), root)
+    except (OSError, ReplayStoreError):
+        return None
+
+
+def _rows_held(root: Path, meta: dict) -> int | None:
+    """The fewest rows any field's array metadata says it holds (None if unreadable)."""
+    held = None
+    for f in meta.get("fields", []) if isinstance(meta.get("fields"), list) else []:
+        name = f.get("name") if isinstance(f, dict) else None
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            continue
+        try:
+            rows = read_json(root / name / "zarr.json", what="array metadata")["shape"][0]
+        except (OSError, KeyError, TypeError, IndexError, ReplayStoreError):
+            continue
+        if isinstance(rows, int):
+            held = rows if held is None else min(held, rows)
+    return held
+
+
+def _describe(state: dict) -> str:
+    return ", ".join(f"{k} {state.get(k)!r}" for k in ("size", "total", "cursor", "generation"))
+
+
+def _choose(root: Path, report: VerifyReport, *, live_writer: bool) -> StateCheck | None:
+    """The committed state to check (and repair to): ``zarr.json``'s, or the backup's when
+    ``zarr.json`` cannot be read or disagrees with the data and the backup does not."""
+    backup = _backup(root)
+    try:
+        primary = load_meta(root)
+        err = None
+    except NotAStoreError:
+        if backup is None or not (root / layout.GROUP_META).exists() and not (root / layout.BACKUP).is_file():
+            raise
+        primary, err = None, f"{root / layout.GROUP_META} is missing or not a store's metadata"
+    except ReplayStoreError as e:
+        primary, err = None, str(e)
+    if primary is None:
+        report.problems.append(f"zarr.json: {err}")
+        if backup is None:
+            report.problems.append("no usable backup (.zarr.json.bak) either")
+            return None
+        chk = check_state(root, *backup, live_writer=False)
+        chk.side.insert(0, SideDamage("zarr.json", f"cannot be read; restored from {layout.BACKUP} "
+                                      f"(commit {backup[1].get('generation')})", "state"))
+        return chk
+    held = _rows_held(root, primary[0])
+    if primary[0].get("capacity") is None and held is not None and int(primary[1]["total"]) > held:
+        report.problems.append(f"committed state says {int(primary[1]['total']):,} rows were written, "
+                               f"but the field arrays hold {held:,}")
+    chk = check_state(root, *primary, live_writer=live_writer)
+    if chk.clean or live_writer or backup is None or backup == primary:
+        return chk
+    other = check_state(root, *backup, live_writer=False)
+    if not other.clean:
+        return chk
+    other.side.insert(0, SideDamage(
+        "zarr.json", f"its committed state ({_describe(primary[1])}) does not match the data; "
+        f"the backup's ({_describe(backup[1])}) does: restored from {layout.BACKUP}", "state"))
+    return other
+
+
+def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
+    """Check the metadata, every committed block of every field, the class indexes and the
+    ``.live`` floor.
+
+    With ``repair=True``: damaged side files are rebuilt from the data (checksums, class
+    indexes, ``.live``, the state from its backup when the data agree with it); rows are
+    dropped only where the data itself fails its checksum, and the report says which. A
+    store being written by another process is checked (blocks that change meanwhile are
+    re-checked against the newest commit) but not repaired.
+    """
+    if is_url(path) or not is_local_dir(path):
+        raise StoreModeError(
+            f"{path}: verify checks local directory stores (their checksums); unpack a .zip "
+            "or copy a remote store to a local directory first"
+        )
+    root = Path(path)
+    report = VerifyReport(str(root))
+    lock = None
+    if repair:
+        lock = LocalBackend(root).lock()  # StoreLockedError naming the writer's pid
+        remove_leftovers(root)
+    try:
+        report.writer_pid = None if repair else writer_pid(root)
+        live = report.writer_pid is not None
+        chk = _choose(root, report, live_writer=live)
+        if chk is None:
+            report.ok = False
+            return report
+        report.rows = int(chk.state.get("size", 0)) if isinstance(chk.state, dict) else 0
+        if chk.schema is not None and not live:
+            chk.side += check_indexes(root, chk.schema, chk.capacity, chk.state)
+            chk.side += check_live(root, chk.capacity, chk.state)
+        elif live:
+            report.notes.append(f"being written by process {report.writer_pid}: blocks that changed "
+                                "while checked were re-checked against the newest commit; class "
+                                "indexes and .live not checked")
+        report.problems += chk.problems
+        report.damage, report.side = chk.damage, chk.side
+        report.rows_checked, report.blocks_checked = chk.rows_checked, chk.blocks_checked
+        report.ok = not (report.problems or report.damage or report.side)
+        if repair and not report.ok:
+            repair_store(root, chk, report, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+    return report
+
