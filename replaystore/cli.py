@@ -289,6 +289,16 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
                f"mean length {r['mean_length']:.1f}")
 
 
+def _clean_leftovers(out: str) -> None:
+    """Remove what killed jobs (pack, unpack, import, export, merge...) left next to ``out``."""
+    from pathlib import Path
+
+    from .storage.jobs import clean_leftovers
+
+    if "://" not in out:
+        clean_leftovers(Path(out).absolute().parent)
+
+
 # -- sharing: pack / unpack / URLs (storage/pack.py) -------------------------------------------
 @main.command()
 @click.argument("path", type=click.Path())
@@ -305,6 +315,7 @@ def pack(path, out, overwrite, progress):
     from .inspect import human_bytes
     from .storage import pack as run_pack
 
+    _clean_leftovers(out)
     res = run_pack(path, out, overwrite=overwrite, progress=_progress(progress))
     click.echo(f"packed {path} into {res} ({human_bytes(os.path.getsize(res))})")
 
@@ -320,6 +331,7 @@ def unpack(path, out, overwrite):
     """
     from .storage import unpack as run_unpack
 
+    _clean_leftovers(out)
     res = run_unpack(path, out, overwrite=overwrite)
     click.echo(f"unpacked {path} into {res}")
 
@@ -420,7 +432,9 @@ def merge(out, inputs, append, allow_different_env, capacity, chunk_rows, codecs
     """Concatenate the stores INPUTS (same fields and spaces) into the new store OUT.
 
     Rows are copied in order, input by input; episode ids are renumbered so episodes of
-    different inputs never collide; OUT's info records where every row came from.
+    different inputs never collide; OUT's info records where every row came from. A new
+    OUT appears only when complete; an interrupted --append goes on where it stopped when
+    run again with the same inputs (no row is copied twice).
 
     Example: replaystore merge all.zarr run1.zarr run2.zarr
     """
@@ -429,8 +443,10 @@ def merge(out, inputs, append, allow_different_env, capacity, chunk_rows, codecs
     res = run_merge(out, inputs, append=append, allow_different_env=allow_different_env,
                     capacity=capacity, chunk_rows=chunk_rows, codecs=codecs,
                     progress=_progress(progress))
+    resumed = (f"; went on with an interrupted merge ({res.resumed_rows:,} rows were copied already)"
+               if res.resumed_rows else "")
     click.echo(f"merged {res.inputs} store{'s' if res.inputs != 1 else ''} ({res.rows:,} rows, "
-               f"{res.episodes:,} episodes) into {out} ({res.size:,} rows) in {res.seconds:.1f}s")
+               f"{res.episodes:,} episodes) into {out} ({res.size:,} rows) in {res.seconds:.1f}s{resumed}")
 
 
 # -- demo ----------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def assert_error(r: Result, *needles: str) -> str:
 
 
 def leftovers(d: Path) -> list[str]:
-    return [p.name for p in d.iterdir() if ".merging-" in p.name]
+    return [p.name for p in d.iterdir() if ".merging-" in p.name or ".rsjob-" in p.name]
 
 
 # --------------------------------------------------------------------------------------
@@ -374,12 +374,7 @@ def test_failure_part_way_leaves_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "out.zarr").exists() and leftovers(tmp_path) == []
 
 
-def test_ring_input_overwritten_while_copied(tmp_path, monkeypatch):
-    ring = make_store(tmp_path / "ring.zarr", 0, 30, capacity=20)
-    monkeypatch.setattr(rs.ReplayStore, "torn", lambda self, logical: True)
-    with pytest.raises(rs.StoreLockedError, match="overwrote rows"):
-        merge(tmp_path / "out.zarr", [ring])
-    assert not (tmp_path / "out.zarr").exists() and leftovers(tmp_path) == []
+# (a ring input written by another process while it is merged: tests/test_torn_reads.py)
 
 
 # --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ..errors import SchemaError
 from ..progress import Progress, as_progress
 from ..storage import ReplayStore, create, now_iso, resolve_backend
 from ..storage import open as open_store
+from ..storage.jobs import clean_leftovers, job_output
 from ..version import __version__
 from .block import RowBlock
 from .config import (
@@ -379,6 +380,19 @@ def _open_for_append(root: Any, capacity: int | None, collector: Collector) -> R
     return store
 
 
+def _new_store(collector: Collector, root: Any, **layout: Any) -> ReplayStore:
+    """A new store at ``root``, open for appending. A local one is created under a hidden
+    name next to it and renamed into place once its metadata is complete, so a collect
+    killed while creating it leaves no half-made store at ``root``."""
+    local = root.local
+    if local is None or os.path.lexists(local) and not (local.is_dir() and not any(local.iterdir())):
+        # remote, or something is in the way: create() says what
+        return collector.create_store(root, **layout)
+    with job_output(local, action="collect") as tmp:
+        collector.create_store(tmp, **layout).close()
+    return open_store(local, "a")
+
+
 def collect(
     env_id: str,
     path: str | os.PathLike,
@@ -430,11 +444,12 @@ def collect(
         batched_policy=batched_policy,
     ) as collector:
         root = resolve_backend(path, storage_options)
+        if root.local is not None:
+            clean_leftovers(root.local.parent)  # what killed jobs left next to it
         if root.exists():
             store = _open_for_append(root, capacity, collector)
         else:
-            store = collector.create_store(
-                root, capacity=capacity, chunk_rows=chunk_rows, codecs=codecs
-            )
+            store = _new_store(collector, root, capacity=capacity, chunk_rows=chunk_rows,
+                               codecs=codecs)
         with store:
             return collector.run(store, steps=steps, episodes=episodes, progress=progress)

@@ -9,9 +9,14 @@
 ``export_as``/``import_from``  the same, with the format as a string (what the CLI calls)
 =========================  =================================================================
 
+Every one of them is all-or-nothing: the output is built under a hidden name next to
+``out`` and moved into place when complete, so a failed or killed job leaves ``out`` as it
+was (with ``overwrite=True``, the old output stays until the new one is complete);
+leftovers of killed jobs are removed by the next job writing there.
+
 Each returns an :class:`InteropStats` (rows, episodes, what was left out and why) and
 warns (:class:`InteropWarning`) about anything left out. See the modules for the exact
-mappings: :mod:`.tabular`, :mod:`.minari`, :mod:`.d4rl`.
+mappings: :mod:`.tabular`, :mod:`.minari` (export: :mod:`.minari_export`), :mod:`.d4rl`.
 
 >>> import tempfile, gymnasium as gym, replaystore as rs
 >>> d = tempfile.mkdtemp()
@@ -28,9 +33,10 @@ import os
 from typing import Any
 
 from ..errors import InteropError
-from ._common import InteropStats, InteropWarning
-from .d4rl import import_d4rl
-from .minari import export_minari, import_minari
+from . import d4rl as _d4rl
+from ._common import InteropStats, InteropWarning, store_job
+from .minari import import_minari
+from .minari_export import export_minari
 from .tabular import export_csv, export_parquet
 
 __all__ = [
@@ -46,6 +52,10 @@ __all__ = [
     "InteropStats",
     "InteropWarning",
 ]
+
+#: all-or-nothing like every importer: the store is built aside and moved into place when
+#: complete (:func:`._common.store_job`)
+import_d4rl = store_job(_d4rl.import_d4rl)
 
 EXPORT_FORMATS = {"parquet": export_parquet, "csv": export_csv, "minari": export_minari}
 IMPORT_FORMATS = {"minari": import_minari, "d4rl": import_d4rl}

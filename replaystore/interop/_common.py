@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetNotFoundError, InteropError, MissingExtraError, StoreExistsError
+from ..errors import (
+    DatasetNotFoundError,
+    InteropError,
+    MissingExtraError,
+    NotAStoreError,
+    StoreExistsError,
+    StoreModeError,
+)
 
-__all__ = ["InteropStats", "InteropWarning", "BLOCK_BYTES", "MAX_BLOCK_ROWS"]
+__all__ = ["InteropStats", "InteropWarning", "BLOCK_BYTES", "MAX_BLOCK_ROWS", "store_job"]
 
 #: rows are read (and written) in blocks of about this many bytes of selected fields
 BLOCK_BYTES = 64 * 2**20
@@ -132,17 +140,63 @@ def check_new_path(out: str | os.PathLike, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+def atomic_output(out: str | os.PathLike, overwrite: bool, *, action: str = "export") -> Iterator[Path]:
     """A temporary file next to ``out`` that replaces ``out`` only when the block succeeds;
-    on failure it is removed and ``out`` is untouched."""
+    on failure it is removed and ``out`` is untouched (a killed export leaves a hidden
+    temporary file, which the next job removes: :func:`replaystore.storage.jobs.job_output`)."""
+    from ..storage.jobs import job_output
+
     path = check_new_path(out, overwrite)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with job_output(path, action=action, overwrite=overwrite) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+
+
+def check_store_target(out: str | os.PathLike, overwrite: bool) -> Path:
+    """``out`` as a Path once a new store may be built there: it does not exist (or is an
+    empty directory), or ``overwrite`` and it is a store. Nothing is changed."""
+    from ..storage.metadata import load_meta
+
+    path = Path(out)
+    if path.suffix.lower() == ".zip":
+        raise StoreModeError(f"{path}: a .zip store is read-only; import into a directory store and "
+                             "pack it (replaystore pack)")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise StoreExistsError(f"{path}: already exists and is not a directory; refusing to replace it")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise StoreExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
+        if not (path / "zarr.json").exists():
+            raise NotAStoreError(f"{path}: refusing to overwrite a non-empty directory that is not a store")
+        try:
+            load_meta(path)
+        except NotAStoreError:
+            raise NotAStoreError(f"{path}: refusing to overwrite a path that is not a replaystore store") from None
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise DatasetNotFoundError(f"{path}: directory {parent} does not exist")
+    return path
+
+
+def store_job(importer: Callable[..., InteropStats]) -> Callable[..., InteropStats]:
+    """``importer(src, out, ...)`` made all-or-nothing: the store is built under a hidden
+    name next to ``out`` and moved into place when the import succeeded; with
+    ``overwrite=True`` the old store stays until then. A failed (or killed) import leaves
+    ``out`` as it was."""
+    from ..storage.backends import is_url
+
+    @functools.wraps(importer)
+    def run(src: Any, out: str | os.PathLike, *args: Any, overwrite: bool = False, **kwargs: Any) -> InteropStats:
+        if is_url(str(out)):  # object stores: built in place, removed on failure
+            return importer(src, out, *args, overwrite=overwrite, **kwargs)
+        from ..storage.jobs import job_output
+
+        final = check_store_target(out, overwrite)
+        with job_output(final, action="import", overwrite=overwrite) as tmp:
+            stats = importer(src, tmp, *args, overwrite=False, **kwargs)
+        stats.out = str(out)
+        return stats
+
+    return run
 
 
 def block_rows(row_bytes: int, requested: int | None = None) -> int:

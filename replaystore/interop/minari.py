@@ -55,41 +55,31 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import pandas as pd
 
-from .. import spaces as _spaces
-from ..errors import (
-    DatasetNotFoundError,
-    InteropError,
-    MissingExtraError,
-    StoreExistsError,
-)
+from ..errors import DatasetNotFoundError, InteropError, MissingExtraError
 from ..progress import Progress, as_progress
 from ..storage import create, now_iso
-from ..training import check_env_id
 from ..version import __version__
 from ._common import (
     InteropStats,
     discard_on_failure,
-    opened_store,
     require,
     row_bytes,
+    store_job,
 )
 from ._common import block_rows as _block_rows
-from .minari_episodes import EpisodeCollector, episode_rows, scan_episodes
+from .minari_episodes import episode_rows
 
 __all__ = ["export_minari", "import_minari"]
 
 
-def _minari(what: str) -> Any:
+def require_minari(what: str) -> Any:
     mn = require("minari", "minari", what)
     # minari's HDF5 storage needs h5py and Pillow, which minari itself does not install
     for module in ("h5py", "PIL"):
@@ -122,7 +112,7 @@ def _datasets_root() -> Path:
     return Path(get_dataset_path())
 
 
-def _dataset_dir(target: Any) -> tuple[str | None, Path]:
+def dataset_dir(target: Any) -> tuple[str | None, Path]:
     did = _dataset_id(target)
     if did is not None:
         return did, _datasets_root() / did
@@ -130,7 +120,7 @@ def _dataset_dir(target: Any) -> tuple[str | None, Path]:
     return None, Path(os.path.expanduser(os.fspath(target))).absolute()
 
 
-def _path_dataset_id(path: Path) -> str:
+def path_dataset_id(path: Path) -> str:
     """A valid dataset id for a dataset written to ``path`` (its name, made valid)."""
     from minari.dataset.minari_dataset import parse_dataset_id
 
@@ -145,7 +135,7 @@ def _path_dataset_id(path: Path) -> str:
 
 
 def _load(mn: Any, src: Any) -> tuple[Any, str | None, Path]:
-    did, root = _dataset_dir(src)
+    did, root = dataset_dir(src)
     if did is not None:
         data = root / "data"
         if not data.is_dir():
@@ -191,260 +181,8 @@ def _check_spaces_recorded(src: Any, data: Path) -> None:
                            "code the dataset names, so it is not read")
 
 
-# ---------------------------------------------------------------------------------------
-# export
-# ---------------------------------------------------------------------------------------
-def _plural(k: int, word: str) -> str:
+def plural(k: int, word: str) -> str:
     return f"{k:,} {word}{'' if k == 1 else 's'}"
-
-
-class _MinariWriter:
-    """Writes episode buffers to a new Minari dataset (created on the first write)."""
-
-    def __init__(self, mn: Any, did: str | None, path: Path, obs_space, act_space, env,
-                 description: str, data_format: str) -> None:
-        self.mn, self.did, self.path = mn, did, path
-        self.obs_space, self.act_space, self.env = obs_space, act_space, env
-        self.description, self.data_format = description, data_format
-        self.dataset = None
-        self.storage = None
-        self.created = False
-
-    def _jpeg_off(self, fn: Any) -> dict:
-        import inspect
-
-        # images raw: JPEG (minari's default for image spaces) would not round-trip
-        return {"jpeg_encoding": False} if "jpeg_encoding" in inspect.signature(fn).parameters else {}
-
-    def write(self, buffers: list) -> None:
-        if not buffers:
-            return
-        if self.did is not None:
-            if self.dataset is None:
-                self.created = True
-                with warnings.catch_warnings():
-                    # author, permalink... are optional: minari warns about each one
-                    warnings.filterwarnings("ignore", message=r".*(is set to None|env_spec is None)",
-                                            category=UserWarning)
-                    self.dataset = self.mn.create_dataset_from_buffers(
-                        self.did, buffers, env=self.env, observation_space=self.obs_space,
-                        action_space=self.act_space, description=self.description,
-                        algorithm_name="replaystore export", data_format=self.data_format,
-                        **self._jpeg_off(self.mn.create_dataset_from_buffers),
-                    )
-            else:
-                self.dataset.update_dataset_from_buffer(buffers)
-            return
-        if self.storage is None:
-            from minari.dataset.minari_storage import MinariStorage
-
-            self.created = True
-            self.path.mkdir()
-            self.storage = MinariStorage.new(
-                self.path / "data", observation_space=self.obs_space, action_space=self.act_space,
-                env_spec=self.env.spec if self.env is not None else None, data_format=self.data_format,
-                **self._jpeg_off(MinariStorage.new),
-            )
-            self.storage.update_metadata({
-                "dataset_id": _path_dataset_id(self.path),
-                "minari_version": self.mn.__version__,
-                "description": self.description,
-                "algorithm_name": "replaystore export",
-            })
-        self.storage.update_episodes(buffers)
-
-    def abort(self) -> None:
-        if self.created:
-            shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _env_for_export(st: Any, stats: InteropStats, trust_env_id: bool) -> Any:
-    """The store's env, made for its spec (``None`` if it records none or it cannot be
-    made here); :class:`EnvError` for a ``module:Env-v0`` id unless ``trust_env_id``."""
-    env_id = st.env_info.get("id")
-    if not env_id:
-        return None
-    env_id = check_env_id(env_id, source=st.path, trusted=trust_env_id, env_option=None)
-    kwargs = dict(st.env_info.get("kwargs") or {})
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return gym.make(env_id, **kwargs)
-    except Exception as e:  # any failure to make it only costs the env spec
-        stats.note(f"the dataset has no env spec: {env_id} {json.dumps(kwargs)} cannot be made here "
-                   f"({type(e).__name__}: {e})")
-        return None
-
-
-def export_minari(
-    store: Any,
-    out: str | os.PathLike,
-    *,
-    overwrite: bool = False,
-    description: str | None = None,
-    data_format: str = "hdf5",
-    block_rows: int | None = None,
-    progress: bool | Progress = False,
-    trust_env_id: bool = False,
-) -> InteropStats:
-    """Write the complete episodes of ``store`` (a store or its path) as a Minari dataset.
-
-    ``out`` is a dataset id in the local Minari directory or a path (see the module
-    docstring); it must not exist unless ``overwrite=True``. Incomplete episodes are
-    skipped with a warning; :class:`~replaystore.errors.InteropError` if no episode is
-    complete. ``data_format`` is minari's storage: ``"hdf5"`` (default) or ``"arrow"``
-    (needs pyarrow too). Needs ``pip install "replaystore[minari]"``.
-
-    The env spec comes from making the store's recorded env. A store is data: a recorded
-    ``module:Env-v0`` id (which would import ``module``) is refused with
-    :class:`~replaystore.errors.EnvError` before anything is written, unless
-    ``trust_env_id=True`` (``--trust-env-id``; see :func:`replaystore.training.check_env_id`).
-
-    Example::
-
-        export_minari("fl.zarr", "replaystore/frozenlake-v0")
-        minari.load_dataset("replaystore/frozenlake-v0").total_episodes
-    """
-    mn = _minari("export to Minari")
-    t0 = time.perf_counter()
-    with opened_store(store) as st:
-        if st.env_info.get("id"):  # refused before any work (made only further down)
-            check_env_id(st.env_info["id"], source=st.path, trusted=trust_env_id, env_option=None)
-        stats = InteropStats("export", "Minari dataset", str(st.path), str(out))
-        obs_space, act_space = _export_spaces(st)
-        obs_leaves, act_leaves, names = _export_names(obs_space, act_space)
-        extra = [n for n in st.schema.names if n not in names]
-        if extra:
-            stats.note(f"extra field(s) {', '.join(extra)} not exported (a Minari dataset has no place for them)")
-        did, path = _check_export_target(out, overwrite)
-        if len(st) == 0:
-            raise InteropError(f"{st.path}: nothing to export to Minari: the store holds no rows")
-        step = _block_rows(row_bytes(st, names), block_rows)
-        eps, skipped, left_out = _select_episodes(st, step)
-        collector = EpisodeCollector(eps[~left_out], names, obs_space, act_space, obs_leaves,
-                                     act_leaves)
-        env = _env_for_export(st, stats, trust_env_id)
-        if path.exists():  # overwrite: checked above, replaced only now that there is data
-            shutil.rmtree(path)
-        writer = _MinariWriter(mn, did, path, obs_space, act_space, env,
-                               description or f"exported by replaystore {__version__} from {st.path}",
-                               data_format)
-        try:
-            stats.rows, stats.episodes = _write_episodes(st, writer, collector, names, step, progress)
-        except BaseException:
-            writer.abort()
-            raise
-        finally:
-            if env is not None:
-                env.close()
-        stats.out = f"{did} ({path})" if did is not None else str(path)
-        stats.columns = tuple(names)
-        stats.skipped_episodes, stats.dropped_rows, notes = _export_summary(eps, skipped, left_out,
-                                                                            collector)
-        for message in notes:
-            stats.note(message)
-    stats.seconds = time.perf_counter() - t0
-    return stats
-
-
-def _export_spaces(st: Any) -> tuple[gym.Space, gym.Space]:
-    obs_space, act_space = st.observation_space, st.action_space
-    if obs_space is None or act_space is None:
-        raise InteropError(
-            f"{st.path}: the store records no observation/action spaces (made with fields=...); "
-            "a Minari dataset needs them"
-        )
-    return obs_space, act_space
-
-
-def _export_names(obs_space, act_space) -> tuple[list[str], list[str], list[str]]:
-    """The store fields of the observation and action leaves, and every field exported."""
-    obs_leaves = [n for n, _ in _spaces.flatten_space("obs", obs_space)]
-    act_leaves = [n for n, _ in _spaces.flatten_space("action", act_space)]
-    names = [*obs_leaves, *act_leaves, "reward", *("next_" + n for n in obs_leaves),
-             "terminated", "truncated", "episode", "step"]
-    return obs_leaves, act_leaves, names
-
-
-def _check_export_target(out: Any, overwrite: bool) -> tuple[str | None, Path]:
-    """The dataset id (None for a path) and directory ``out`` names, once it may be written."""
-    did, path = _dataset_dir(out)
-    if path.exists():
-        if not overwrite:
-            raise StoreExistsError(f"{out}: a Minari dataset already exists there ({path}); "
-                                   "pass overwrite=True (--overwrite) to replace it")
-        if not ((path / "data" / "metadata.json").is_file() or (path.is_dir() and not any(path.iterdir()))):
-            raise StoreExistsError(f"{path}: exists and is not a Minari dataset; refusing to replace it")
-    elif not path.parent.is_dir() and did is None:
-        raise DatasetNotFoundError(f"{path}: directory {path.parent} does not exist")
-    return did, path
-
-
-def _select_episodes(st: Any, step: int) -> tuple[pd.DataFrame, dict[str, pd.Series], pd.Series]:
-    """The store's episodes (:func:`scan_episodes`), the incomplete ones by reason, and all
-    those left out; :class:`InteropError` if none is complete."""
-    eps = scan_episodes(st, step)
-    evicted = eps["first_step"] != 0
-    unfinished = ~evicted & ~eps["last_done"].astype(bool)
-    odd = ~evicted & ~unfinished & ((eps["n_done"] != 1) | (eps["last_step"] != eps["rows"] - 1))
-    left_out = evicted | unfinished | odd
-    if not len(eps[~left_out]):
-        raise InteropError(
-            f"{st.path}: nothing to export to Minari: none of its {_plural(len(eps), 'episode')} is "
-            f"complete ({int(evicted.sum())} started before the oldest row, {int(unfinished.sum())} "
-            "unfinished at the end)"
-        )
-    skipped = {"whose first rows a ring has evicted": evicted, "unfinished at the end of the store": unfinished,
-               "with steps that do not run 0, 1, 2, ... to one final terminated/truncated row": odd}
-    return eps, skipped, left_out
-
-
-def _write_episodes(st: Any, writer: _MinariWriter, collector: EpisodeCollector, names: list[str],
-                    step: int, progress: bool | Progress) -> tuple[int, int]:
-    """Read the store block by block and write the collected episodes, about ``step`` rows
-    at a time; returns the rows and episodes written."""
-    pending: list = []
-    pending_rows = 0
-    rows = episodes = 0
-    n = len(st)
-    with as_progress(progress).task(n, "export minari") as bar:
-        for a in range(0, n, step):
-            b = min(n, a + step)
-            for buf in collector.add(st.read_range(a, b, fields=names)):
-                pending.append(buf)
-                pending_rows += len(buf)
-            if pending_rows >= step:
-                writer.write(pending)
-                rows += pending_rows
-                episodes += len(pending)
-                pending, pending_rows = [], 0
-            bar.update(b - a)
-        if not pending and not writer.created:
-            raise InteropError(f"{st.path}: nothing to export to Minari: no episode has steps 0, 1, 2, ...")
-        writer.write(pending)
-        rows += pending_rows
-        episodes += len(pending)
-    return rows, episodes
-
-
-def _export_summary(eps: pd.DataFrame, skipped: dict[str, pd.Series], left_out: pd.Series,
-                    collector: EpisodeCollector) -> tuple[int, int, list[str]]:
-    """Episodes and rows left out of the export, and the notes that say what and why."""
-    reasons = [f"{int(mask.sum()):,} {why}" for why, mask in skipped.items() if mask.any()]
-    rows_skipped = int(eps.loc[left_out, "rows"].sum())
-    bad_steps = collector.bad_steps
-    if bad_steps:
-        reasons.append(f"{len(bad_steps):,} whose step counter skips")
-        rows_skipped += sum(collector.need[e] for e in bad_steps)
-    skipped_episodes = int(left_out.sum()) + len(bad_steps)
-    notes = []
-    if skipped_episodes:
-        notes.append(f"skipped {_plural(skipped_episodes, 'incomplete episode')} "
-                     f"({_plural(rows_skipped, 'row')}): {', '.join(reasons)}")
-    if collector.mismatched:
-        notes.append(f"{_plural(collector.mismatched, 'row')} had a next_obs that differs from the next row's obs; "
-                     "Minari keeps one observation sequence, so those next_obs values are not exported")
-    return skipped_episodes, rows_skipped, notes
 
 
 # ---------------------------------------------------------------------------------------
@@ -471,6 +209,7 @@ def _env_record(spec: Any, stats: InteropStats) -> dict:
     return {"id": spec.id, "kwargs": keep}
 
 
+@store_job
 def import_minari(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -483,15 +222,16 @@ def import_minari(
 ) -> InteropStats:
     """Create the store ``out`` from the Minari dataset ``src`` (a dataset id or a path).
 
-    ``out`` must not exist unless ``overwrite=True`` (then the old store is replaced);
-    ``chunk_rows`` / ``codecs`` as for :func:`replaystore.create`. If the import fails
-    part-way, the new store is removed. Needs ``pip install "replaystore[minari]"``.
+    ``out`` must not exist unless ``overwrite=True`` (then the old store is replaced once
+    the new one is complete); ``chunk_rows`` / ``codecs`` as for :func:`replaystore.create`.
+    The store is built under a hidden name next to ``out`` and moved into place at the end:
+    a failed or killed import leaves ``out`` as it was. Needs ``pip install "replaystore[minari]"``.
 
     Example::
 
         import_minari("D4RL/door/human-v2", "door.zarr")
     """
-    mn = _minari("import from Minari")
+    mn = require_minari("import from Minari")
     t0 = time.perf_counter()
     ds, did, data = _load(mn, src)
     stats = InteropStats("import", "Minari dataset", str(did or data.parent), str(out))
@@ -588,12 +328,15 @@ def _import_notes(counts: _ImportCounts) -> list[str]:
     """What the import left out or changed, in words."""
     notes = []
     if counts.empty:
-        notes.append(f"skipped {_plural(counts.empty, 'episode')} without steps")
+        notes.append(f"skipped {plural(counts.empty, 'episode')} without steps")
     if counts.unfinished:
-        notes.append(f"{_plural(counts.unfinished, 'episode')} end without termination or truncation "
+        notes.append(f"{plural(counts.unfinished, 'episode')} end without termination or truncation "
                      "(kept; the store counts them as unfinished)")
     if counts.rounded:
-        notes.append(f"{_plural(counts.rounded, 'reward')} rounded to float32 (the store keeps float32 rewards)")
+        notes.append(f"{plural(counts.rounded, 'reward')} rounded to float32 (the store keeps float32 rewards)")
     if counts.infos:
         notes.append("step infos are not imported")
     return notes
+
+
+from .minari_export import export_minari  # noqa: E402  (re-exported: the module docstring's API)
