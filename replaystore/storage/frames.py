@@ -4,7 +4,7 @@ Both read the store block by block, so they work on stores much larger than RAM 
 long as what is asked for fits.
 
 >>> import tempfile, gymnasium as gym, replaystore as rs
->>> s = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(3))
+>>> s = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-2, 2, (2,)), gym.spaces.Discrete(3))
 >>> s.extend({"obs": [[0, 0], [1, 1]], "action": [0, 2], "reward": [1.0, 2.0],
 ...           "next_obs": [[1, 1], [2, 2]], "terminated": [False, True], "truncated": [False, False]})
 >>> s.to_pandas(fields=["obs", "action", "reward"]).columns.tolist()
@@ -20,6 +20,8 @@ import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ..errors import RowIndexError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,11 +82,12 @@ def to_pandas(
             stacklevel=3,
         )
         names = tuple(nm for nm in names if nm not in wide)
-    data = store.read_range(start, stop, fields=names)
+    data = store.read_range(start, stop, fields=names)  # (torn-free: see ReplayStore.read_range)
     cols: dict[str, np.ndarray] = {}
     for nm in names:
         cols.update(columns(nm, data[nm]))
-    return pd.DataFrame(cols, index=pd.RangeIndex(start, stop, name="row"))
+    got = len(data[names[0]]) if names else stop - start  # (fewer if a ring writer evicted rows)
+    return pd.DataFrame(cols, index=pd.RangeIndex(start, start + got, name="row"))
 
 
 def episodes(store: ReplayStore, *, block_rows: int = BLOCK_ROWS) -> pd.DataFrame:
@@ -93,16 +96,36 @@ def episodes(store: ReplayStore, *, block_rows: int = BLOCK_ROWS) -> pd.DataFram
     ``first_row`` is the logical row of the episode's first stored transition; ``complete``
     is false for an episode whose start a ring has already evicted (or that is still
     running). Reads only the ``episode``, ``reward``, ``terminated`` and ``truncated``
-    fields, a block at a time.
+    fields, a block at a time, all blocks from one committed state: in a reader (mode
+    ``"r"``) blocks are read by row id (whole rows, checked against a ring writer's
+    floor), and if a writer in another process evicts rows not yet read, the table is
+    made again from its newest state.
     """
     import pandas as pd
 
+    for _ in range(_EPISODE_TRIES - 1):
+        try:
+            return _episodes(store, block_rows, pd)
+        except RowIndexError:  # a ring writer evicted rows of this state before they were read
+            store.refresh()
+    return _episodes(store, block_rows, pd)
+
+
+#: times episodes() starts again when a ring writer in another process evicts rows it has not read
+_EPISODE_TRIES = 8
+_EPISODE_FIELDS = ["episode", "step", "reward", "terminated", "truncated"]
+
+
+def _episodes(store: ReplayStore, block_rows: int, pd) -> pd.DataFrame:
     cols = ["episode", "first_row", "length", "return", "terminated", "truncated", "complete"]
-    n = len(store)
+    by_id = store.mode == "r"  # (committed rows only: another process may be writing them)
+    lo, hi = store.id_range
+    n = hi - lo
     parts = []
     for a in range(0, n, block_rows):
         b = min(n, a + block_rows)
-        d = store.read_range(a, b, fields=["episode", "step", "reward", "terminated", "truncated"])
+        d = (store.read_ids(lo + a, lo + b, fields=_EPISODE_FIELDS) if by_id
+             else store.read_range(a, b, fields=_EPISODE_FIELDS))
         df = pd.DataFrame(
             {
                 "episode": d["episode"],

@@ -9,11 +9,15 @@ only when, the readable rows change.
 
 A reader of a ring being written by another process checks the writer's ``.live`` floor
 after copying rows: a row older than the floor may have been overwritten while it was
-copied (torn), and is read again (:data:`TORN_RETRIES` times at most).
+copied (torn), and is read again (:data:`TORN_RETRIES` times at most). Every read works
+out where its rows are from one committed state and checks that same state against the
+floor (one floor read per call), under :attr:`StoreReader.lock`, so a ``refresh()`` from
+another thread (a prefetching sampler's, the user's) never lands in the middle of a read.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +37,10 @@ __all__ = ["StoreReader", "BatchReader", "TORN_RETRIES"]
 
 #: consecutive torn reads after which reading gives up (a ring overwritten faster than read)
 TORN_RETRIES = 1000
+#: how long a re-read waits for the writer's next commit when the rows asked for are beyond
+#: the newest committed state (a ring commits the eviction of the rows it overwrites before
+#: it writes them, so for a moment it holds fewer rows)
+REGROW_SECONDS = 1.0
 #: gather cost per row (all fields) above which ``readahead="auto"`` assumes reads hit the disk
 _COLD_SECONDS_PER_ROW = 4e-6
 
@@ -51,6 +59,8 @@ class StoreReader:
         self.follow = follow  # refresh() re-reads the committed state (readers only)
         self.tail: WriteBuffer | None = None  # the write buffer, in the writer's process
         self._extents: dict[str, int] = {}  # physical rows each field has made readable
+        #: held by every read and by refresh(): reads and state changes never interleave
+        self.lock = threading.RLock()
 
     # -- counters -------------------------------------------------------------------------
     @property
@@ -93,18 +103,21 @@ class StoreReader:
         visible_tail = min(b, self.capacity) if self.capacity is not None else b
         return len(self) - visible_tail, b - visible_tail
 
-    def extent(self) -> int:
-        """Physical rows written and committed (the mapped extent)."""
-        return self.total if self.capacity is None else min(self.total, self.capacity)
+    def extent(self, state: dict | None = None) -> int:
+        """Physical rows written and committed (the mapped extent) as of ``state`` (default:
+        the current committed state)."""
+        total = int((self.state if state is None else state)["total"])
+        return total if self.capacity is None else min(total, self.capacity)
 
-    def ready(self, name: str) -> FieldIO:
+    def ready(self, name: str, extent: int | None = None) -> FieldIO:
         """Field ``name``'s FieldIO, with the chunks commits since its last read mapped
         (each field is mapped when first read, so one damaged field spoils no other)."""
         fio = self.fields[name]
-        ext = self.extent()
-        if self._extents.get(name) != ext:
-            fio.ensure(ext)
-            self._extents[name] = ext
+        ext = self.extent() if extent is None else extent
+        if self._extents.get(name, -1) < ext:
+            with self.lock:
+                fio.ensure(ext)
+                self._extents[name] = ext
         return fio
 
     def view(self, name: str) -> ChunkedView | None:
@@ -113,29 +126,55 @@ class StoreReader:
 
     # -- following another process's commits ----------------------------------------------
     def refresh(self) -> bool:
-        """Re-read the committed state (readers only); True when it changed."""
+        """Re-read the committed state (readers only); True when it changed. Waits for a
+        read in progress in another thread (it finishes against the state it started with)."""
         if not self.follow:
             return False
-        _, state = load_meta(self.backend)
-        if self.capacity is not None and self.live is None and self.backend.has_live_floor:
-            self.live = self.backend.live_floor(create=False)
-        if state.get("generation", 0) == self.state.get("generation", 0):
-            return False
-        self.state = dict(state)
-        for fio in self.fields.values():
-            fio.invalidate()
+        with self.lock:  # (loaded under the lock too: two threads never put an older state back)
+            _, state = load_meta(self.backend)
+            if self.capacity is not None and self.live is None and self.backend.has_live_floor:
+                self.live = self.backend.live_floor(create=False)
+            if state.get("generation", 0) == self.state.get("generation", 0):
+                return False
+            self.state = dict(state)
+            for fio in self.fields.values():
+                fio.invalidate()
         return True
 
-    def torn(self, logical: np.ndarray) -> bool:
+    def torn(self, logical: np.ndarray, state: dict | None = None) -> bool:
         """After a read: may a ring writer in another process have overwritten any of these
-        rows while they were copied? (Always False in the writer and for unbounded stores.)"""
+        rows (logical rows of ``state``, default the current state) while they were copied?
+        (Always False in the writer and for unbounded stores.)"""
         if self.live is None or not len(logical):
             return False
-        return self.live.floor > self.total - self.size + int(np.min(logical))
+        st = self.state if state is None else state
+        return self.live.floor > int(st["total"]) - int(st["size"]) + int(np.min(logical))
+
+    def _torn_from(self, state: dict, first: int) -> bool:
+        """Did the writer overwrite rows from logical row ``first`` of ``state`` on (one floor read)?"""
+        live = self.live
+        return live is not None and live.floor > int(state["total"]) - int(state["size"]) + first
+
+    def _state_holding(self, rows: int) -> dict | None:
+        """After a torn read: the newest committed state, once it holds at least ``rows``
+        rows (``None`` if the writer commits none within :data:`REGROW_SECONDS`)."""
+        deadline = None
+        while True:
+            self.refresh()
+            st = self.state
+            if int(st["size"]) >= rows:
+                return st
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + REGROW_SECONDS
+            elif now > deadline:
+                return None
+            time.sleep(0.0005)
 
     # -- indices --------------------------------------------------------------------------
-    def normalize(self, indices: Any) -> np.ndarray:
-        """Logical row numbers as int64, negatives counted from the end, bounds-checked."""
+    def normalize(self, indices: Any, n: int | None = None) -> np.ndarray:
+        """Logical row numbers as int64, negatives counted from the end, bounds-checked
+        (against ``n`` rows, default ``len(self)``)."""
         idx = np.asarray(indices)
         where = self.backend
         if idx.dtype.kind == "b":
@@ -143,7 +182,8 @@ class StoreReader:
         if idx.size and idx.dtype.kind not in "iu":
             raise RowIndexError(f"{where}: row indices must be integers, got dtype {idx.dtype}")
         idx = idx.astype(np.int64, copy=False).reshape(-1)
-        n = len(self)
+        if n is None:
+            n = len(self)
         if idx.size:
             if n == 0:
                 raise EmptyStoreError(f"{where}: the store holds no rows")
@@ -155,61 +195,111 @@ class StoreReader:
                 idx = np.where(idx < 0, idx + n, idx)
         return idx
 
-    def physical(self, logical: np.ndarray) -> np.ndarray:
-        """Physical rows of logical rows that are committed (``0 <= i <`` committed visible)."""
-        if self.tail is None or not self.tail.count:
-            return ring.physical_rows(logical, total=self.total, size=self.size, capacity=self.capacity)
-        nc, _ = self._split()
-        shift = self.size - nc
-        if shift:
-            logical = np.asarray(logical, dtype=np.int64) + shift
-        return ring.physical_rows(logical, total=self.total, size=self.size, capacity=self.capacity)
+    def physical(self, logical: np.ndarray, state: dict | None = None) -> np.ndarray:
+        """Physical rows of logical rows that are committed (``0 <= i <`` committed visible)
+        as of ``state`` (default: the current committed state)."""
+        st = self.state if state is None else state
+        total, size = int(st["total"]), int(st["size"])
+        if self.tail is not None and self.tail.count:
+            nc, _ = self._split()
+            shift = self.size - nc
+            if shift:
+                logical = np.asarray(logical, dtype=np.int64) + shift
+        return ring.physical_rows(logical, total=total, size=size, capacity=self.capacity)
 
     # -- reading --------------------------------------------------------------------------
     def gather(self, name: str, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Rows of one field at validated logical ``idx`` into ``out`` (no torn check)."""
-        fio = self.ready(name)
-        nc, skip = self._split()
-        if not len(idx) or int(idx.max()) < nc:
-            return fio.gather(self.physical(idx), out)
-        old = idx < nc
-        if old.any():
-            sel = np.flatnonzero(old)
-            out[sel] = fio.gather(self.physical(idx[sel]), np.empty((len(sel), *fio.field.shape), fio.field.dtype))
-        new = np.flatnonzero(~old)
-        out[new] = self.tail.gather(name, idx[new] - nc + skip)
-        return out
+        with self.lock:
+            st = self.state
+            fio = self.ready(name, self.extent(st))
+            nc, skip = self._split()
+            if not len(idx) or int(idx.max()) < nc:
+                return fio.gather(self.physical(idx, st), out)
+            old = idx < nc
+            if old.any():
+                sel = np.flatnonzero(old)
+                out[sel] = fio.gather(self.physical(idx[sel], st),
+                                      np.empty((len(sel), *fio.field.shape), fio.field.dtype))
+            new = np.flatnonzero(~old)
+            out[new] = self.tail.gather(name, idx[new] - nc + skip)
+            return out
 
     def read(self, indices: Any, names: Sequence[str], out: dict[str, np.ndarray] | None = None) -> dict:
-        """Rows at logical ``indices`` (any order, duplicates allowed), one array per field."""
-        idx = self.normalize(indices)
-        for _ in range(TORN_RETRIES):
-            result = {}
-            for name in names:
-                f = self.schema[name]
-                dst = out.get(name) if out is not None else None
-                if dst is None or dst.shape[0] != len(idx):
-                    dst = np.empty((len(idx), *f.shape), f.dtype)
-                result[name] = self.gather(name, idx, dst)
-            if not self.torn(idx):
-                return result
-            self.refresh()  # a writer overwrote rows we read: read them as of now
+        """Rows at logical ``indices`` (any order, duplicates allowed), one array per field.
+
+        All rows are read against one committed state. In a reader of a ring another
+        process writes, a read some of whose rows the writer overwrote while they were
+        copied is done again against the writer's newest state (the store is refreshed):
+        the same logical positions, which then name newer rows. Every row returned is
+        whole either way (all its fields from one row), and ``ids[k] - indices[k]`` is the
+        same for every ``k``. Raises :class:`RowIndexError` if that newest state does not
+        hold ``max(indices) + 1`` rows within :data:`REGROW_SECONDS`.
+        """
+        if self.live is None or self.tail is not None:  # no writer in another process
+            with self.lock:
+                return self._read_at(self.state, self.normalize(indices), names, out)
+        with self.lock:
+            st = self.state
+            idx = self.normalize(indices, int(st["size"]))
+            for _ in range(TORN_RETRIES):
+                result = self._read_at(st, idx, names, out)
+                if not len(idx) or not self._torn_from(st, int(idx.min())):
+                    return result
+                need = int(idx.max()) + 1
+                st = self._state_holding(need)  # a writer overwrote rows we read: read them as of now
+                if st is None:
+                    raise RowIndexError(
+                        f"{self.backend}: row {need - 1} was asked for, but a writer in another process "
+                        f"overwrote rows while they were read and the store now holds {self.size} rows")
         raise CorruptStoreError(f"{self.backend}: rows kept changing under {TORN_RETRIES} consecutive reads")
 
-    def read_range(self, start: int, stop: int, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Logical rows ``[start, stop)`` as a dict of arrays (copies), read sequentially."""
-        n = len(self)
-        start, stop, _ = slice(start, stop).indices(n)
-        stop = max(start, stop)
-        nc, skip = self._split()
-        shift = self.size - nc
-        a, b = min(start, nc), min(stop, nc)
-        ranges = ring.physical_ranges(a + shift, b + shift, total=self.total, size=self.size,
-                                      capacity=self.capacity)
-        ta, tb = max(start, nc) - nc + skip, max(stop, nc) - nc + skip
+    def _read_at(self, st: dict, idx: np.ndarray, names: Sequence[str],
+                 out: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        """Every field's rows at logical ``idx`` of committed state ``st`` (buffered rows
+        too in the writer's process)."""
+        tail = self.tail is not None and self.tail.count
+        phys = None if tail else self.physical(idx, st)
+        ext = self.extent(st)
         result = {}
         for name in names:
-            fio = self.ready(name)
+            f = self.schema[name]
+            dst = out.get(name) if out is not None else None
+            if dst is None or dst.shape[0] != len(idx):
+                dst = np.empty((len(idx), *f.shape), f.dtype)
+            result[name] = self.gather(name, idx, dst) if tail else self.ready(name, ext).gather(phys, dst)
+        return result
+
+    def read_range(self, start: int, stop: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Logical rows ``[start, stop)`` as a dict of arrays (copies), read sequentially:
+        consecutive rows of one committed state. In a reader of a ring another process
+        writes, a range the writer overwrote while it was copied is read again against
+        the writer's newest state (the store is refreshed): the same logical positions, so
+        newer rows, still consecutive and whole; fewer of them (the range clipped like a
+        slice) if that state does not hold ``stop`` rows within :data:`REGROW_SECONDS`."""
+        with self.lock:
+            st = self.state
+            for _ in range(TORN_RETRIES):
+                n = len(self) if self.tail is not None else int(st["size"])
+                a, b, _ = slice(start, stop).indices(n)
+                b = max(a, b)
+                result = self._range_at(st, a, b, names)
+                if b <= a or self.tail is not None or not self._torn_from(st, a):
+                    return result
+                st = self._state_holding(b) or self.state
+        raise CorruptStoreError(f"{self.backend}: rows kept changing under {TORN_RETRIES} consecutive reads")
+
+    def _range_at(self, st: dict, start: int, stop: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        total, size = int(st["total"]), int(st["size"])
+        nc, skip = self._split() if self.tail is not None else (size, 0)
+        shift = size - nc
+        a, b = min(start, nc), min(stop, nc)
+        ranges = ring.physical_ranges(a + shift, b + shift, total=total, size=size, capacity=self.capacity)
+        ta, tb = max(start, nc) - nc + skip, max(stop, nc) - nc + skip
+        ext = self.extent(st)
+        result = {}
+        for name in names:
+            fio = self.ready(name, ext)
             parts = [fio.slice(x, y) for x, y in ranges]
             if tb > ta:
                 parts.append(np.array(self.tail.rows(name)[ta:tb]))
@@ -218,18 +308,31 @@ class StoreReader:
                             else np.empty((0, *f.shape), f.dtype))
         return result
 
-    def read_ids(self, a: int, b: int, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Committed rows with global ids ``[a, b)`` (still on disk), e.g. to build an index."""
-        lo = self.total - self.size
-        ranges = ring.physical_ranges(a - lo, b - lo, total=self.total, size=self.size,
-                                      capacity=self.capacity)
-        out = {}
-        for name in names:
-            parts = [self.ready(name).slice(x, y) for x, y in ranges]
-            f = self.schema[name]
-            out[name] = (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
-                         else np.empty((0, *f.shape), f.dtype))
-        return out
+    def read_ids(self, a: int, b: int, names: Sequence[str], *, check: bool = False) -> dict[str, np.ndarray]:
+        """Committed rows with global ids ``[a, b)`` (still on disk), e.g. to build an index.
+
+        With ``check=True`` the rows are exactly those and whole, or :class:`RowIndexError`
+        says they are not all held (evicted before, or overwritten by a ring writer in
+        another process while they were read)."""
+        with self.lock:
+            st = self.state
+            total, size = int(st["total"]), int(st["size"])
+            lo = total - size
+            if check and b > a and (a < lo or b > total):
+                raise RowIndexError(f"{self.backend}: rows with ids {a}..{b - 1} are not all held: the "
+                                    f"store holds ids {lo}..{total - 1}")
+            ranges = ring.physical_ranges(a - lo, b - lo, total=total, size=size, capacity=self.capacity)
+            ext = self.extent(st)
+            out = {}
+            for name in names:
+                parts = [self.ready(name, ext).slice(x, y) for x, y in ranges]
+                f = self.schema[name]
+                out[name] = (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
+                             else np.empty((0, *f.shape), f.dtype))
+            if check and b > a and self._torn_from(st, a - lo):
+                raise RowIndexError(f"{self.backend}: rows with ids {a}..{b - 1} were overwritten by a "
+                                    f"writer in another process while they were read (floor {self.live.floor})")
+            return out
 
     def buffered_rows(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Rows appended in this process and not yet committed, oldest first (views)."""
@@ -272,21 +375,27 @@ class BatchReader:
         n = len(indices)
         t0 = time.perf_counter() if self.readahead == "auto" else 0.0
         out = {}
-        ext = reader.extent()
-        if ext != self._plan_extent:
-            self._make_plan(ext)
-        tail = reader.tail
-        if tail is not None and tail.count:
-            self._read_with_tail(indices, out)
-        else:
-            phys = reader.physical(indices)
-            if self._cold:
-                self._advise(phys)
-            for name, shape, dtype, take in self._plan:
-                out[name] = take(phys, axis=0, out=np.empty((n, *shape), dtype))
-        if reader.live is not None and reader.torn(indices):
-            reader.refresh()
-            return None
+        with reader.lock:  # (a refresh() in another thread waits: one state for the batch)
+            st = reader.state
+            live = reader.live
+            if live is not None and n and int(indices.max()) >= int(st["size"]):
+                return None  # drawn against a state since replaced by a smaller one: draw again
+            ext = reader.extent(st)
+            if ext != self._plan_extent:
+                self._make_plan(ext)
+            tail = reader.tail
+            if tail is not None and tail.count:
+                self._read_with_tail(indices, out)
+            else:
+                phys = ring.physical_rows(indices, total=int(st["total"]), size=int(st["size"]),
+                                          capacity=reader.capacity)
+                if self._cold:
+                    self._advise(phys)
+                for name, shape, dtype, take in self._plan:
+                    out[name] = take(phys, axis=0, out=np.empty((n, *shape), dtype))
+            if live is not None and reader.torn(indices, st):
+                reader.refresh()
+                return None
         if self.readahead == "auto" and n:
             # median of the last batches, so one slow batch (first touch of a mapping, a
             # scheduler hiccup) does not flip the mode; copying wide rows is not slow
@@ -323,7 +432,7 @@ class BatchReader:
         plan = []
         for fio in self._fio:
             f = fio.field
-            self.reader.ready(f.name)
+            self.reader.ready(f.name, extent)
             view = fio.view
             if view is not None and view.contiguous and view.array is not None:
                 take = view.array.take

@@ -8,7 +8,7 @@ store, plus a :class:`~replaystore.storage.writer.StoreWriter` in mode ``"a"``, 
 >>> import tempfile, numpy as np, gymnasium as gym
 >>> import replaystore as rs
 >>> path = tempfile.mkdtemp() + "/demo.zarr"
->>> with rs.create(path, observation_space=gym.spaces.Discrete(4),
+>>> with rs.create(path, observation_space=gym.spaces.Discrete(6),
 ...                action_space=gym.spaces.Discrete(2), capacity=3) as store:
 ...     for t in range(5):
 ...         store.append(obs=t, action=t % 2, reward=1.0, next_obs=t + 1,
@@ -257,7 +257,9 @@ class ReplayStore:
                 f"fields={list(self.schema.names)}>")
 
     def refresh(self) -> ReplayStore:
-        """Re-read the committed state, e.g. in a reader while another process appends."""
+        """Re-read the committed state, e.g. in a reader while another process appends
+        (safe while a prefetching sampler reads in another thread: each read finishes
+        against the state it started with)."""
         self._reader.refresh()
         return self
 
@@ -346,7 +348,11 @@ class ReplayStore:
         """Rows at logical ``indices`` (any order, duplicates allowed), one array per field.
 
         ``fields`` selects a subset; only those fields' files are touched. ``out`` may hold
-        preallocated arrays to fill (samplers use it to avoid allocation).
+        preallocated arrays to fill (samplers use it to avoid allocation). All rows come
+        from one committed state and are whole. In a reader of a ring another process is
+        writing, a read of rows the writer overwrote while they were copied is done again
+        from the writer's newest state (the store is refreshed): the same logical
+        positions, which then name newer rows.
         """
         self._check_open()
         return self._reader.read(indices, self.schema.select(fields), out)
@@ -372,9 +378,23 @@ class ReplayStore:
         return out
 
     def read_range(self, start: int, stop: int, fields: str | Sequence[str] | None = None) -> dict:
-        """Logical rows ``[start, stop)`` as a dict of arrays (copies), read sequentially."""
+        """Logical rows ``[start, stop)`` as a dict of arrays (copies), read sequentially:
+        consecutive, whole rows of one committed state.
+
+        In a reader of a ring another process is writing, a range the writer overwrote
+        while it was copied is read again from the writer's newest state (the store is
+        refreshed): the same logical positions, so newer rows, clipped like a slice if that
+        state holds fewer rows. To read exactly the rows of given ids, see :meth:`read_ids`.
+        """
         self._check_open()
         return self._reader.read_range(start, stop, self.schema.select(fields))
+
+    def read_ids(self, start: int, stop: int, fields: str | Sequence[str] | None = None) -> dict:
+        """The committed rows with global ids ``[start, stop)`` (see :attr:`id_range`), whole:
+        exactly those rows, or :class:`~replaystore.RowIndexError` if the store does not hold
+        them all (a ring evicted some, also while they were being read by this call)."""
+        self._check_open()
+        return self._reader.read_ids(int(start), int(stop), self.schema.select(fields), check=True)
 
     def buffered_rows(self, fields: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The rows appended in this process and not yet committed, oldest first: global
@@ -391,7 +411,8 @@ class ReplayStore:
         return self._fields[self.schema[name].name]
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
-        """``store[i]`` one row (a dict of scalars/arrays), ``store[a:b]`` rows as arrays."""
+        """``store[i]`` one row (a dict of scalars/arrays), ``store[a:b]`` rows as arrays
+        (torn-free like :meth:`read` and :meth:`read_range`)."""
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             if step == 1:
