@@ -5,7 +5,7 @@ and the summary ``replaystore info`` prints.
 so ``store.to_pandas()`` needs nothing above the storage layer) and are re-exported here.
 
 >>> import tempfile, gymnasium as gym, replaystore as rs
->>> s = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(3))
+>>> s = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-2, 2, (2,)), gym.spaces.Discrete(3))
 >>> s.extend({"obs": [[0, 0], [1, 1]], "action": [0, 2], "reward": [1.0, 2.0],
 ...           "next_obs": [[1, 1], [2, 2]], "terminated": [False, True], "truncated": [False, False]})
 >>> to_pandas(s, fields=["obs", "action", "reward"]).columns.tolist()

@@ -251,3 +251,64 @@ def store_files(root: Path) -> dict[str, bytes]:
             if key not in RUNTIME_FILES:
                 out[key] = p.read_bytes()
     return out
+
+
+# --------------------------------------------------------------------------------------
+# every store a test leaves behind must pass verify
+# --------------------------------------------------------------------------------------
+
+#: test modules that damage or craft stores on purpose (their stores are meant to fail)
+DAMAGING_MODULES = frozenset({
+    "test_verify", "test_verify_repair", "test_hardening", "test_crafted_stores", "test_fuzz",
+    "test_crafted_imports", "test_env_ids_are_data",
+})
+#: single tests elsewhere that damage a store on purpose
+DAMAGING_TESTS = frozenset({
+    "test_bad_input.py::test_missing_chunk_file_is_a_clear_error",
+    "test_cli.py::test_damaged_field_metadata",
+    "test_store_errors.py::test_replaystore_attributes_not_an_object",
+    "test_store_errors.py::test_missing_committed_state",
+    "test_store_errors.py::test_damaged_field_metadata",
+})
+
+
+def _store_roots(root: Path):
+    """Directories under ``root`` holding a replaystore store (not descending into one)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "zarr.json" in filenames:
+            try:
+                text = (Path(dirpath) / "zarr.json").read_text()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if '"replaystore"' in text and '"node_type": "group"' in text:
+                dirnames.clear()
+                yield Path(dirpath)
+                continue
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+
+
+@pytest.fixture(autouse=True)
+def _stores_left_behind_verify(request):
+    """After each test that used ``tmp_path``: every store in it passes ``verify`` (unless
+    the test module damages stores on purpose, or the test is marked ``damages_store``)."""
+    root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if root is None:
+        return
+    module = request.node.module.__name__.rsplit(".", 1)[-1]
+    test = f"{module}.py::{request.node.originalname}"
+    if (module in DAMAGING_MODULES or test in DAMAGING_TESTS
+            or request.node.get_closest_marker("damages_store")):
+        return
+    from replaystore.storage.verify import verify
+
+    bad = []
+    for store in _store_roots(root):
+        try:
+            report = verify(store)
+        except rs.ReplayStoreError as e:
+            bad.append(f"{store}: {e}")
+            continue
+        if not report.ok:
+            bad.append("\n".join(report.lines()))
+    assert not bad, "a store this test left behind fails verify:\n" + "\n".join(bad)
