@@ -24,6 +24,13 @@ Other keys (``infos/...``, ``metadata/...``) are not imported (their names are k
 
 Rows are read in blocks, so files larger than RAM import with bounded memory.
 
+A file from someone else is data: the imported datasets must be stored in the file itself.
+Soft and external links, external raw storage and virtual datasets (all of which read
+other files) are refused before anything is opened through them, and so are datasets
+whose declared rows are not all stored (unwritten chunks, unallocated contiguous data: HDF5
+would make them up from the fill value). Each refusal is an :class:`InteropError` naming
+the file and the dataset, raised before ``out`` is created.
+
 >>> import pytest; _ = pytest.importorskip("h5py", reason="needs replaystore[hdf5]")
 >>> import tempfile, h5py, numpy as np, replaystore as rs
 >>> d = tempfile.mkdtemp()
@@ -43,6 +50,7 @@ Rows are read in blocks, so files larger than RAM import with bounded memory.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -58,10 +66,12 @@ from ..version import __version__
 from ._common import InteropStats, discard_on_failure, require
 from ._common import block_rows as _block_rows
 
-__all__ = ["import_d4rl", "REQUIRED_KEYS"]
+__all__ = ["import_d4rl", "REQUIRED_KEYS", "MAX_ROW_BYTES"]
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 _OPTIONAL_KEYS = ("timeouts", "next_observations")
+#: the largest row (of one dataset) an import reads: rows are read whole, in blocks
+MAX_ROW_BYTES = 256 * 2**20
 
 
 def _box(name: str, ds: Any, path: Path) -> gym.spaces.Box:
@@ -184,9 +194,12 @@ def _check_file(h5py: Any, f: Any, path: Path) -> tuple[list[str], int]:
                 f"(and optionally {', '.join(_OPTIONAL_KEYS)}); this one has {', '.join(keys) or 'nothing'}"
             )
     present = [k for k in (*REQUIRED_KEYS, *_OPTIONAL_KEYS) if k in f]
+    for key in present:  # links first: opening an external link would read another file
+        _check_link(h5py, f, key, path)
     for key in present:
         if not isinstance(f[key], h5py.Dataset) or len(f[key].shape) == 0:
             raise InteropError(f"{path}: {key!r} is not an array of rows")
+        _check_storage(h5py, f[key], key, path)
     n = int(f["observations"].shape[0])
     for key in present:
         if f[key].shape[0] != n:
@@ -203,6 +216,73 @@ def _check_file(h5py: Any, f: Any, path: Path) -> tuple[list[str], int]:
     if n == 0:
         raise InteropError(f"{path}: 'observations' has no rows; nothing to import")
     return keys, n
+
+
+def _check_link(h5py: Any, f: Any, key: str, path: Path) -> None:
+    """``key`` must be a dataset of this file itself: a soft or external link (which can
+    lead into another file) is refused before anything is opened through it."""
+    link = f.get(key, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        if isinstance(link, h5py.ExternalLink):
+            what = f"an external link to {link.path!r} in file {link.filename!r}"
+        elif isinstance(link, h5py.SoftLink):
+            what = f"a soft link to {link.path!r}"
+        else:
+            what = f"a {type(link).__name__}"
+        raise InteropError(f"{path}: {key!r} is {what}; only datasets stored in this file are imported")
+
+
+def _check_storage(h5py: Any, ds: Any, key: str, path: Path) -> None:
+    """Every byte of dataset ``key`` is stored in the file itself, before any row is read.
+
+    Refused: external raw storage (rows read from another file), virtual datasets (rows
+    mapped from other files), dtypes that are not plain numbers or booleans, rows larger
+    than :data:`MAX_ROW_BYTES`, and storage the file does not hold: a contiguous
+    dataset whose bytes are not all allocated within the file, or a chunked one with
+    chunks never written (HDF5 would return the fill value for them). So the import
+    writes no row that is not read from this file's own bytes: uncompressed, the rows
+    are at most the file's size; compressed chunks expand by their filter's ratio only."""
+    where = f"{path}: dataset {key!r}"
+    plist = ds.id.get_create_plist()
+    if plist.get_external_count() > 0:
+        files = ", ".join(repr(e[0]) for e in (ds.external or [])[:3])
+        raise InteropError(f"{where} keeps its data in external file(s) {files}; "
+                           "only data stored in this file is imported")
+    layout = plist.get_layout()
+    if layout == h5py.h5d.VIRTUAL:
+        raise InteropError(f"{where} is a virtual dataset (its rows come from other files); "
+                           "only data stored in this file is imported")
+    dt = ds.dtype
+    if dt.kind not in "biuf" or dt.itemsize > 8 or dt.fields is not None or dt.subdtype is not None:
+        raise InteropError(f"{where} has dtype {dt}; only numbers and booleans can be imported")
+    shape = tuple(int(d) for d in ds.shape)
+    row = dt.itemsize * math.prod(shape[1:])
+    if row > MAX_ROW_BYTES:
+        raise InteropError(f"{where} has rows of {row:,} bytes (shape {shape}); at most "
+                           f"{MAX_ROW_BYTES:,} bytes per row are imported")
+    nbytes = row * (shape[0] if shape else 1)
+    file_size = os.path.getsize(path)
+    if layout == h5py.h5d.CHUNKED:
+        chunks = ds.chunks
+        want = math.prod(-(-s // c) for s, c in zip(shape, chunks, strict=True))
+        have = ds.id.get_num_chunks()
+        if have < want:
+            raise InteropError(
+                f"{where} declares {shape[0]:,} rows (shape {shape}) but only {have:,} of its {want:,} "
+                "chunks are stored in the file; rows the file does not hold are not imported"
+            )
+        stored = ds.id.get_storage_size()
+    else:
+        stored = ds.id.get_storage_size()
+        offset = ds.id.get_offset() if layout == h5py.h5d.CONTIGUOUS else 0
+        if stored < nbytes or (layout == h5py.h5d.CONTIGUOUS and (offset is None or offset + nbytes > file_size)):
+            raise InteropError(
+                f"{where} declares {shape[0]:,} rows ({nbytes:,} bytes) but the file ({file_size:,} "
+                f"bytes) stores {stored:,} bytes of it; rows the file does not hold are not imported"
+            )
+    if stored > file_size:
+        raise InteropError(f"{where} records {stored:,} bytes of storage in a file of {file_size:,} bytes; "
+                           "the file is damaged")
 
 
 def _infer_spaces(f: Any, path: Path, observation_space: gym.Space | None,

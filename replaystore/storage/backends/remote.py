@@ -12,7 +12,14 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ...errors import MissingExtraError, RemoteStoreError, ReplayStoreError, StoreModeError
+from ...errors import (
+    CorruptStoreError,
+    MissingExtraError,
+    RemoteStoreError,
+    ReplayStoreError,
+    StoreModeError,
+)
+from ..files import MAX_JSON_BYTES, parse_json
 from .base import Backend
 
 __all__ = ["FsspecBackend", "remote_errors", "env_storage_options"]
@@ -86,11 +93,26 @@ class FsspecBackend(Backend):
         return f"{self.root}/{key}" if key else self.root
 
     def get(self, key: str) -> bytes | None:
+        # a JSON document is read at most one byte past the limit (a ranged read), so an
+        # oversized one is refused without being downloaded whole
+        bounded = key.rsplit("/", 1)[-1] in ("zarr.json", ".zarr.json.bak")
         try:
             with remote_errors(self.url):
-                return self.fs.cat_file(self._p(key))
+                if not bounded:
+                    return self.fs.cat_file(self._p(key))
+                data = self.fs.cat_file(self._p(key), start=0, end=MAX_JSON_BYTES + 1)
         except (FileNotFoundError, IsADirectoryError):
             return None
+        if len(data) > MAX_JSON_BYTES:
+            raise CorruptStoreError(
+                f"{self.url}/{key}: this JSON document is over {MAX_JSON_BYTES:,} bytes; it is not read"
+            )
+        return data
+
+    def get_json(self, key: str, *, what: str):
+        """A JSON document, within the size and depth limits of local stores' documents."""
+        data = self.get(key)
+        return None if data is None else parse_json(data, where=f"{self.url}/{key}", what=what)
 
     def put(self, key: str, data: bytes) -> None:
         # one PUT per object: object stores replace objects atomically

@@ -13,12 +13,18 @@ import zipfile
 from pathlib import Path
 
 from ...errors import CorruptStoreError, NotAStoreError
+from ..files import MAX_JSON_BYTES, parse_json
 from .base import Backend, ChunkLocation
 
 __all__ = ["ZipBackend"]
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
 _UTF8_NAME = 0x800  # general purpose flag: the member name is UTF-8
+
+
+def _is_document(key: str) -> bool:
+    """Whether ``key`` is one of a store's JSON documents (group or array ``zarr.json``)."""
+    return key.rsplit("/", 1)[-1] in ("zarr.json", ".zarr.json.bak")
 
 
 class ZipBackend(Backend):
@@ -39,12 +45,24 @@ class ZipBackend(Backend):
         self._data_end = min(self.zip.start_dir, os.fstat(self.zip.fp.fileno()).st_size)
 
     def get(self, key: str) -> bytes | None:
-        if key not in self._infos:
+        info = self._infos.get(key)
+        if info is None:
             return None
+        if _is_document(key) and info.file_size > MAX_JSON_BYTES:
+            # a member's declared size, checked before a byte of it is read (or inflated)
+            raise CorruptStoreError(
+                f"{self.file}/{key}: this JSON document is {info.file_size:,} bytes; at most "
+                f"{MAX_JSON_BYTES:,} are accepted"
+            )
         try:
             return self.zip.read(key)
         except (zipfile.BadZipFile, OSError) as e:
             raise CorruptStoreError(f"{self.file}: member {key!r} cannot be read: {e}") from None
+
+    def get_json(self, key: str, *, what: str):
+        """A JSON member, within the size and depth limits of local stores' documents."""
+        data = self.get(key)
+        return None if data is None else parse_json(data, where=f"{self.file}/{key}", what=what)
 
     def sizes(self, prefix: str = "") -> dict[str, int]:
         return {k: i.file_size for k, i in self._infos.items() if k.startswith(prefix)}
