@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import stat
@@ -80,6 +82,8 @@ def parse_json(data: bytes, *, where: Any, what: str) -> Any:
         raise CorruptStoreError(f"{where}: {what} is not valid JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError:
         raise CorruptStoreError(f"{where}: {what} is not valid JSON (not UTF-8 text)") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise CorruptStoreError(f"{where}: {what} is not acceptable JSON ({e})") from None
     except RecursionError:
         raise CorruptStoreError(
             f"{where}: {what} is nested deeper than {MAX_JSON_DEPTH} levels; it is not read"
@@ -235,3 +239,23 @@ class LiveFloor:
             with contextlib.suppress(BufferError):
                 self._mm.close()
             self._mm = None
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap the paths ``a`` and ``b`` in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); False when the system or file system cannot (then nothing moved)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SamplerError
+from ..errors import CorruptStoreError, SamplerError
 from . import layout
 from .array import RowArray, create_row_array
 from .files import atomic_write_json, read_json
@@ -194,7 +194,14 @@ class ClassIndex:
             path = self.root / f"c{j}"
             if (path / "zarr.json").exists():  # chunking as written (older stores: 65,536 rows)
                 meta = read_json(path / "zarr.json", what=f"index {self.spec.name!r} class array")
-                chunk_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+                try:
+                    chunk_rows = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+                    if type(chunk_rows) is not int or chunk_rows <= 0:
+                        raise TypeError(f"chunk rows {chunk_rows!r}")
+                except (KeyError, TypeError, IndexError) as e:
+                    raise CorruptStoreError(
+                        f"{path}/zarr.json: index {self.spec.name!r} class array has no usable chunk "
+                        f"shape ({e}); run `replaystore verify --repair` to rebuild the index") from None
             else:
                 chunk_rows = INDEX_CHUNK_ROWS
                 if self.capacity is not None:  # a ring never needs chunks longer than itself

@@ -21,7 +21,6 @@ process started after the leftover was last written).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from ..errors import ReplayStoreError, StoreExistsError, StoreWriteError
 from . import layout
+from .files import exchange_paths
 
 __all__ = ["temp_path", "is_job_temp", "clean_leftovers", "swap_into_place", "job_output",
            "job_failure", "write_failure", "sync_tree", "fsync_dir", "WRITE_ERRNOS"]
@@ -210,26 +210,6 @@ def sync_tree(root: str | os.PathLike) -> None:
         fsync_dir(dirpath)
 
 
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap the paths ``a`` and ``b`` atomically (Linux ``renameat2``); False if unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
 def swap_into_place(tmp: Path, final: Path, *, replace: bool) -> None:
     """Move the complete output ``tmp`` to ``final``. Without ``replace``, ``final`` must
     not exist (an empty directory is fine); with it, an existing ``final`` is replaced in
@@ -246,7 +226,7 @@ def swap_into_place(tmp: Path, final: Path, *, replace: bool) -> None:
         raise StoreExistsError(f"{final}: appeared while the job ran; the new output was discarded")
     elif not tmp.is_dir() and not final.is_dir():
         os.replace(tmp, final)
-    elif _exchange(tmp, final):
+    elif exchange_paths(tmp, final):
         _remove(tmp)  # (now the old output)
     else:
         old = temp_path(final, "old")

@@ -33,7 +33,6 @@ so a failure or a kill leaves the old output, if any, as it was. The next ``pack
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import shutil
@@ -53,7 +52,7 @@ from ..errors import (
 )
 from ..progress import Progress, as_progress
 from .backends import Backend, LocalBackend, ZipBackend, resolve
-from .files import MAX_JSON_BYTES
+from .files import MAX_JSON_BYTES, exchange_paths
 from .layout import BACKUP, GROUP_META, RUNTIME_FILES, is_chunk_key, is_temp_name
 from .metadata import load_meta
 
@@ -67,8 +66,6 @@ MAX_INFLATE = 1100
 _PAD_ID = 0xD935  # the extra-field id zipalign uses for padding
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same store packs to the same bytes
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>pack|unpack|unpack-old)-(?P<pid>\d+)\.tmp$")
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
 
 
 # -- temporary outputs, and what killed runs left ------------------------------------------
@@ -124,16 +121,6 @@ def _clean_leftovers(directory: Path) -> None:
                 os.rename(p, target)
                 continue
         _remove(p)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories in one atomic step (Linux ``renameat2``); False if the
-    system or file system cannot."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    return fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
 
 
 # -- pack ------------------------------------------------------------------------------------
@@ -403,7 +390,7 @@ def _put_in_place(tmp: Path, out: Path) -> None:
     if not (out.exists() or out.is_symlink()):
         os.rename(tmp, out)
         return
-    if _exchange(tmp, out):
+    if exchange_paths(tmp, out):
         return  # ``tmp`` now holds the old store; the caller removes it
     old = temp_path(out, "unpack-old")
     os.rename(out, old)

@@ -115,6 +115,8 @@ class Field:
             raise SchemaError(f"field {self.name!r}: shape {shape} must have positive sizes")
         object.__setattr__(self, "shape", shape)
         cr = self.chunk_rows if self.chunk_rows is not None else default_chunk_rows(self.row_bytes)
+        if type(cr) is not int and not isinstance(cr, np.integer):
+            raise SchemaError(f"field {self.name!r}: chunk_rows must be an integer, got {cr!r}")
         if int(cr) <= 0:
             raise SchemaError(f"field {self.name!r}: chunk_rows must be positive, got {cr}")
         object.__setattr__(self, "chunk_rows", int(cr))

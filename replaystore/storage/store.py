@@ -37,7 +37,7 @@ from .fieldio import ChunkCache, FieldIO, ZarrArrays, open_field
 from .index import ClassIndex
 from .indexes import IndexSet
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView, memory_budget
-from .metadata import FORMAT_VERSION, load_meta
+from .metadata import FORMAT_VERSION, MAX_COUNT, load_meta
 from .reader import BatchReader, StoreReader
 from .schema import Field, Schema
 from .validate import RowValidator
@@ -63,6 +63,15 @@ def open(  # noqa: A001
     if mode not in ("r", "a"):
         raise StoreModeError(f"{path}: mode must be 'r' or 'a', got {mode!r}")
     return ReplayStore(path, mode, storage_options=storage_options, **options)
+
+
+def _dig(doc: Any, *keys: str) -> Any:
+    """``doc[k1][k2]...`` of a JSON document, or None where it is not an object with that key."""
+    for k in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(k)
+    return doc
 
 
 class ReplayStore:
@@ -96,7 +105,7 @@ class ReplayStore:
         self._meta, state = load_meta(backend)
         try:
             self.schema = Schema.from_json(self._meta["fields"])
-        except (KeyError, TypeError, SchemaError) as e:
+        except (KeyError, TypeError, ValueError, SchemaError) as e:
             raise CorruptStoreError(f"{self.path}/zarr.json: field list is damaged: {e}") from None
         self.capacity: int | None = self._meta.get("capacity")
         leaf_spaces = {f.name: _spaces.space_from_json(f.meta["space"]) for f in self.schema
@@ -136,13 +145,15 @@ class ReplayStore:
             am = self._backend.get_json(layout.array_meta_key(f.name), what=f"array metadata of field {f.name!r}")
             if am is None:
                 raise CorruptStoreError(f"{p}: array metadata of field {f.name!r} is missing")
-            chunks = am.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
-            if list(am.get("shape", [None])[1:]) != list(f.shape) or chunks != [f.chunk_rows, *f.shape]:
+            chunks = _dig(am, "chunk_grid", "configuration", "chunk_shape")
+            shape = _dig(am, "shape")
+            if (not isinstance(shape, list) or not shape or list(shape[1:]) != list(f.shape)
+                    or chunks != [f.chunk_rows, *f.shape]):
                 raise CorruptStoreError(
-                    f"{p}: array of field {f.name!r} has shape {am.get('shape')} and chunks {chunks}; "
+                    f"{p}: array of field {f.name!r} has shape {shape} and chunks {chunks}; "
                     f"expected rows x {list(f.shape)} in chunks of {[f.chunk_rows, *f.shape]}"
                 )
-            rows = am["shape"][0] if isinstance(am["shape"][0], int) else -1
+            rows = shape[0] if type(shape[0]) is int and 0 <= shape[0] <= MAX_COUNT else -1
             want = total if self.capacity is None else self.capacity
             if (rows < want) if self.capacity is None else (rows != want):
                 raise CorruptStoreError(

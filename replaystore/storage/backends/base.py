@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ...errors import CorruptStoreError, StoreModeError
+from ...errors import StoreModeError
+from ..files import parse_json
 
 __all__ = ["Backend", "ChunkLocation"]
 
@@ -91,14 +92,7 @@ class Backend(ABC):
         data = self.get(key)
         if data is None:
             return None
-        try:
-            return json.loads(data)
-        except json.JSONDecodeError as e:
-            raise CorruptStoreError(
-                f"{self.name}/{key}: {what} is not valid JSON ({e.msg} at line {e.lineno})"
-            ) from None
-        except UnicodeDecodeError:
-            raise CorruptStoreError(f"{self.name}/{key}: {what} is not valid JSON (not UTF-8 text)") from None
+        return parse_json(data, where=f"{self.name}/{key}", what=what)
 
     def put_json(self, key: str, obj: Mapping, *, fsync: bool = False) -> None:
         """Replace the document at ``key`` atomically: readers see the old or the new one."""

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
+from typing import Any
 
+from ...errors import CorruptStoreError
 from .. import layout
-from ..files import LiveFloor, WriterLock, atomic_write_json, remove_stray_temps
+from ..files import LiveFloor, WriterLock, atomic_write_json, read_json, remove_stray_temps
 from .base import Backend, ChunkLocation
 
 __all__ = ["LocalBackend"]
@@ -36,9 +39,21 @@ class LocalBackend(Backend):
         return self.local / key
 
     def get(self, key: str) -> bytes | None:
+        p = self.local / key
         try:
-            return (self.local / key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            st = os.lstat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device could block or never end
+            raise CorruptStoreError(f"{p}: expected a regular file")
+        return p.read_bytes()
+
+    def get_json(self, key: str, *, what: str) -> Any:
+        try:
+            return read_json(self.local / key, what=what)
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def put(self, key: str, data: bytes) -> None:
@@ -61,14 +76,14 @@ class LocalBackend(Backend):
         for dirpath, _, files in os.walk(base):
             for f in files:
                 p = os.path.join(dirpath, f)
-                out[os.path.relpath(p, self.local).replace(os.sep, "/")] = os.path.getsize(p)
+                out[os.path.relpath(p, self.local).replace(os.sep, "/")] = os.lstat(p).st_size
         return out
 
     def disk_usage(self, prefix: str = "") -> int:
         total = 0
         for dirpath, _, files in os.walk(self.local / prefix if prefix else self.local):
             for name in files:
-                st = os.stat(os.path.join(dirpath, name))
+                st = os.lstat(os.path.join(dirpath, name))  # (a link is not followed)
                 total += min(st.st_size, st.st_blocks * 512)
         return total
 

@@ -98,8 +98,13 @@ class ZarrArrays:
             with remote_errors(self.backend):
                 if self._store is None:
                     self._store = self.backend.zarr_store(read_only=not self.writable)
-                arr = zarr.open_array(store=self._store, path=name, mode="r+" if self.writable else "r",
-                                      zarr_format=3)
+                try:
+                    arr = zarr.open_array(store=self._store, path=name,
+                                          mode="r+" if self.writable else "r", zarr_format=3)
+                except (ValueError, KeyError, TypeError, AttributeError, IndexError, LookupError) as e:
+                    raise CorruptStoreError(
+                        f"{self.backend}/{name}/zarr.json: array metadata of field {name!r} is not a "
+                        f"readable zarr v3 array ({type(e).__name__}: {e})") from None
                 if self.writable:
                     # zarr's default leaves out chunks that hold only the fill value, and the
                     # setting is not stored with the array: every writer asks for it again,

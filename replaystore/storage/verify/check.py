@@ -171,8 +171,9 @@ def _check_field(root: Path, f: Field, out: StateCheck, *, live_writer: bool) ->
                                        "field list", "array_meta", f.name))
     else:
         limit_rows = None
-    marked = bool(doc and isinstance(doc.get("attributes", {}).get(layout.ARRAY_ATTR), dict)
-                  and doc["attributes"][layout.ARRAY_ATTR].get("every_chunk_written") is True)
+    attrs = doc.get("attributes") if isinstance(doc, dict) else None
+    mark = attrs.get(layout.ARRAY_ATTR) if isinstance(attrs, dict) else None
+    marked = isinstance(mark, dict) and mark.get("every_chunk_written") is True
     crc = BlockChecksums(root, f, writable=False)
     recs = crc.load()
     br = crc.block_rows

@@ -12,8 +12,6 @@ the repaired one (and a hidden leftover that the next repair removes).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 from ...errors import CorruptStoreError, StoreWriteError
 from .. import layout
 from ..backends import LocalBackend
-from ..files import atomic_write_json
+from ..files import atomic_write_json, exchange_paths
 from ..integrity import rebuild_checksums
 from ..metadata import write_backup, write_group
 from ..ring import committed_intervals, physical_ranges
@@ -284,26 +282,12 @@ def _copy_extras(root: Path, aside: Path, fields: set[str]) -> None:
             shutil.copy2(src, dst)
 
 
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
 def _exchange(a: Path, b: Path) -> None:
     """Swap two directories atomically (Linux ``renameat2``), or as close as the platform
     allows (two renames: a kill between them leaves the old store at a hidden name)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    except (OSError, AttributeError):
-        fn = None
-    if fn is not None:
-        if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-            _fsync_dir(b.parent)
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-            raise OSError(err, f"cannot swap {a} into {b}: {os.strerror(err)}")
+    if exchange_paths(a, b):
+        _fsync_dir(b.parent)
+        return
     old = b.with_name(f"{_aside_prefix(b)}old-{os.getpid()}.tmp")
     os.rename(b, old)
     os.rename(a, b)
