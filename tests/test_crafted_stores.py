@@ -467,3 +467,23 @@ def test_consistent_but_huge_counters_are_refused_not_allocated(tmp_path):
     # the backup state agrees with the data: repair restores it, dropping nothing
     assert "restored zarr.json from its backup" in report.repaired
     assert rs.open(path).size == 10
+
+
+@pytest.mark.parametrize("member", ["zarr.json", "obs/zarr.json", "obs/c/0/0"])
+def test_a_symlink_out_of_the_store_is_never_followed(tmp_path, member):
+    """A file of the store replaced by a link to a valid copy outside it: following the
+    link would read outside the store (and here even give a working store); it is refused."""
+    import gymnasium as gym
+
+    path = tmp_path / "s.zarr"
+    with rs.create(path, gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2)) as s:
+        s.extend({"obs": np.zeros((10, 3)), "action": np.zeros(10, int), "reward": np.zeros(10),
+                  "next_obs": np.zeros((10, 3)), "terminated": np.zeros(10, bool),
+                  "truncated": np.zeros(10, bool)})
+    outside = tmp_path / "outside"
+    outside.write_bytes((path / member).read_bytes())
+    (path / member).unlink()
+    (path / member).symlink_to(outside)
+    with pytest.raises(rs.CorruptStoreError, match="symbolic link|expected a regular file|not a regular"):
+        with rs.open(path) as s:
+            s.read_range(0, 10)

@@ -48,7 +48,12 @@ def read_json(path: Path, *, what: str = "metadata") -> Any:
     """The JSON document at ``path``: a regular file of at most :data:`MAX_JSON_BYTES`,
     nested at most :data:`MAX_JSON_DEPTH` deep (``CorruptStoreError`` naming it otherwise).
     A FIFO or device in its place is refused, not read (that could block forever or never end)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:  # (O_NOFOLLOW: a symbolic link in its place is not followed out of the store)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise CorruptStoreError(f"{path}: {what} is a symbolic link; it is not followed") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -201,7 +206,7 @@ class LiveFloor:
         if create:
             flags = os.O_RDWR | os.O_CREAT
         else:
-            flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+            flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
         try:
             fd = os.open(self.path, flags, 0o644)
         except (FileNotFoundError, PermissionError):

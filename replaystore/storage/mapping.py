@@ -172,7 +172,10 @@ class ChunkedView:
             self._reserve(need)
         for k in range(self._mapped, need):
             path, offset = self._check_file(k)
-            fd = os.open(path, os.O_RDONLY)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError as e:
+                raise CorruptStoreError(f"{path}: cannot open chunk {k} of {self.name!r}: {e.strerror}") from None
             try:
                 addr = self._base + k * self.chunk_bytes
                 got = _libc.mmap(addr, self.chunk_bytes, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd,
