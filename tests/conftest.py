@@ -287,6 +287,36 @@ def _store_roots(root: Path):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
 
 
+_SEEN_TMP_PATHS: set[Path] = set()
+
+
+def _verify_all(roots) -> list[str]:
+    from replaystore.storage.verify import verify
+
+    bad = []
+    for store in roots:
+        try:
+            report = verify(store)
+        except rs.ReplayStoreError as e:
+            bad.append(f"{store}: {e}")
+            continue
+        if not report.ok:
+            bad.append("\n".join(report.lines()))
+    return bad
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_stores_verify(tmp_path_factory):
+    """At the end of the session: every store in a directory made by ``tmp_path_factory``
+    (module- and session-scoped fixtures; each test's ``tmp_path`` is checked after it)."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    roots = [r for r in _store_roots(base)
+             if not any(r.is_relative_to(t) for t in _SEEN_TMP_PATHS)]
+    bad = _verify_all(roots)
+    assert not bad, "a store a shared fixture left behind fails verify:\n" + "\n".join(bad)
+
+
 @pytest.fixture(autouse=True)
 def _stores_left_behind_verify(request):
     """After each test that used ``tmp_path``: every store in it passes ``verify`` (unless
@@ -295,20 +325,11 @@ def _stores_left_behind_verify(request):
     yield
     if root is None:
         return
+    _SEEN_TMP_PATHS.add(root)
     module = request.node.module.__name__.rsplit(".", 1)[-1]
     test = f"{module}.py::{request.node.originalname}"
     if (module in DAMAGING_MODULES or test in DAMAGING_TESTS
             or request.node.get_closest_marker("damages_store")):
         return
-    from replaystore.storage.verify import verify
-
-    bad = []
-    for store in _store_roots(root):
-        try:
-            report = verify(store)
-        except rs.ReplayStoreError as e:
-            bad.append(f"{store}: {e}")
-            continue
-        if not report.ok:
-            bad.append("\n".join(report.lines()))
+    bad = _verify_all(_store_roots(root))
     assert not bad, "a store this test left behind fails verify:\n" + "\n".join(bad)
