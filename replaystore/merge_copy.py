@@ -12,7 +12,6 @@ the first row not yet copied: every input's rows end up in OUT exactly once.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +77,7 @@ class _Distinct:
 def _stage_info(dst: ReplayStore, info: dict) -> None:
     """Put ``info`` into OUT's metadata without committing it: the next commit (the one that
     publishes the rows being copied) writes it in the same atomic step as their state."""
-    writer = dst._require_writable()
-    writer.meta["info"] = json.loads(json.dumps({**writer.meta.get("info", {}), **info}, allow_nan=False))
+    dst.update_info(info, commit=False)
 
 
 def _job_records(records: list) -> list[int]:

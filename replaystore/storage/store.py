@@ -194,9 +194,12 @@ class ReplayStore:
     def env_info(self) -> dict:
         return json.loads(json.dumps(self._meta.get("env", {})))
 
-    def update_info(self, info: Mapping[str, Any] | None = None, *, env: Mapping | None = None) -> None:
-        """Merge JSON-serializable ``info`` (and ``env`` details) into the metadata; committed now."""
-        self._require_writable().update_info(info, env)
+    def update_info(self, info: Mapping[str, Any] | None = None, *, env: Mapping | None = None,
+                    commit: bool = True) -> None:
+        """Merge JSON-serializable ``info`` (and ``env`` details) into the metadata; committed
+        now, or with ``commit=False`` by the next commit (in the same atomic step as the rows
+        it publishes: e.g. a record of what those rows are)."""
+        self._require_writable().update_info(info, env, commit=commit)
 
     @property
     def observation_space(self) -> gym.Space | None:

@@ -133,7 +133,7 @@ class StoreWriter:
         self.state["next_episode"] = start + int(k)
         return np.arange(start, start + int(k), dtype=np.int64)
 
-    def update_info(self, info: Mapping[str, Any] | None, env: Mapping | None) -> None:
+    def update_info(self, info: Mapping[str, Any] | None, env: Mapping | None, *, commit: bool = True) -> None:
         for target, new in (("info", info), ("env", env)):
             if new:
                 merged = {**self.meta.get(target, {}), **dict(new)}
@@ -142,7 +142,8 @@ class StoreWriter:
                     self.meta[target] = json.loads(json.dumps(merged, allow_nan=False))
                 except (TypeError, ValueError) as e:
                     raise SchemaError(f"{self.backend}: {target} must be JSON-serializable: {e}") from None
-        self.commit_state(self.state)
+        if commit:
+            self.commit_state(self.state)
 
     # -- committing -----------------------------------------------------------------------
     def flush(self) -> None:
