@@ -210,9 +210,11 @@ def sample(path, batch_size, balanced_by, seed, fields):
 
 @main.command()
 @click.argument("path", type=click.Path())
-@click.option("--repair", is_flag=True, help="Truncate to the longest undamaged prefix of rows.")
+@click.option("--repair", is_flag=True,
+              help="Rebuild damaged checksums, indexes and state from the data; drop only rows "
+                   "whose data fails its checksum (and say which).")
 def verify(path, repair):
-    """Check every chunk of a store against its checksums; exit 1 if anything is damaged.
+    """Check every chunk, class index and the state of a store; exit 1 if anything is damaged.
 
     Example: replaystore verify fl.zarr --repair
     """
