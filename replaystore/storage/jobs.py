@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import ReplayStoreError, StoreExistsError, StoreWriteError
 from . import layout
-from .files import exchange_paths
+from .files import exchange_paths, pid_alive
 
 __all__ = ["temp_path", "is_job_temp", "clean_leftovers", "swap_into_place", "job_output",
            "job_failure", "write_failure", "sync_tree", "fsync_dir", "WRITE_ERRNOS"]
@@ -84,12 +84,8 @@ def _owner_alive(pid: int, mtime: float) -> bool:
     """Whether process ``pid`` may still be writing a leftover last changed at ``mtime``."""
     if pid == os.getpid():
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except (PermissionError, OSError):
-        return True
     start = _proc_start(pid)
     # a pid reused by a process that started after the leftover was last written is not its owner
     return start is None or start <= mtime + 2.0

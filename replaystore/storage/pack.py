@@ -52,7 +52,7 @@ from ..errors import (
 )
 from ..progress import Progress, as_progress
 from .backends import Backend, LocalBackend, ZipBackend, resolve
-from .files import MAX_JSON_BYTES, exchange_paths
+from .files import MAX_JSON_BYTES, exchange_paths, pid_alive
 from .layout import BACKUP, GROUP_META, RUNTIME_FILES, is_chunk_key, is_temp_name
 from .metadata import load_meta
 
@@ -76,18 +76,6 @@ def temp_path(out: str | os.PathLike, kind: str) -> Path:
     return out.with_name(f".{out.name}.{kind}-{os.getpid()}.tmp")
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def leftovers(directory: str | os.PathLike) -> list[Path]:
     """Temporary outputs of ``pack``/``unpack`` in ``directory`` whose process is gone
     (killed part-way); the next ``pack``/``unpack`` into that directory removes them."""
@@ -95,7 +83,7 @@ def leftovers(directory: str | os.PathLike) -> list[Path]:
     with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(directory) as it:
         for e in it:
             m = _TEMP.match(e.name)
-            if m and not _alive(int(m["pid"])):
+            if m and not pid_alive(int(m["pid"])):
                 found.append(Path(directory) / e.name)
     return sorted(found)
 

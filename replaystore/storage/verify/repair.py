@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import CorruptStoreError, StoreWriteError
 from .. import layout
 from ..backends import LocalBackend
-from ..files import atomic_write_json, exchange_paths
+from ..files import atomic_write_json, exchange_paths, pid_alive
 from ..integrity import rebuild_checksums
 from ..metadata import write_backup, write_group
 from ..ring import committed_intervals, physical_ranges
@@ -47,21 +47,11 @@ def remove_leftovers(root: Path) -> None:
             if not (name.startswith(prefix) and name.endswith(".tmp")):
                 continue
             pid = name[len(prefix):-4].split("-")[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
                 continue
             path = root.parent / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def repair(root: Path, chk: StateCheck, report: VerifyReport, lock) -> None:
