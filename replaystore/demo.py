@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from .agents import QLearningAgent, policy_value_gap
+from .envs import check_env_id, make_env
 from .errors import EmptyStoreError, EnvError
 from .storage import open as open_store
-from .training import OfflineTrainer, TrainResult, check_env_id, evaluate, make_env
+from .training import OfflineTrainer, TrainResult, evaluate
 
 __all__ = ["run_demo", "DemoReport", "DATA_DIR", "DEMO_STORE"]
 
@@ -74,7 +75,7 @@ def run_demo(
     is known (the CLI prints them as they come). The env is the one the store records; a
     store is data, so a recorded ``module:Env-v0`` id (which imports ``module``) is
     refused with :class:`EnvError` before any work unless ``trust_env_id=True``
-    (``--trust-env-id``; see :func:`~replaystore.training.check_env_id`)."""
+    (``--trust-env-id``; see :func:`~replaystore.envs.check_env_id`)."""
     t0 = time.perf_counter()
     lines: list[str] = []
 

@@ -18,10 +18,10 @@ import gymnasium as gym
 import pandas as pd
 
 from .. import spaces as _spaces
+from ..envs import check_env_id
 from ..errors import DatasetNotFoundError, InteropError, StoreExistsError
 from ..progress import Progress, as_progress
 from ..storage.jobs import job_output
-from ..training import check_env_id
 from ..version import __version__
 from ._common import InteropStats, opened_store, row_bytes
 from ._common import block_rows as _block_rows
@@ -112,7 +112,7 @@ def export_minari(
     The env spec comes from making the store's recorded env. A store is data: a recorded
     ``module:Env-v0`` id (which would import ``module``) is refused with
     :class:`~replaystore.errors.EnvError` before anything is written, unless
-    ``trust_env_id=True`` (``--trust-env-id``; see :func:`replaystore.training.check_env_id`).
+    ``trust_env_id=True`` (``--trust-env-id``; see :func:`replaystore.envs.check_env_id`).
 
     Example::
 
