@@ -215,6 +215,19 @@ def cli_one_line(r) -> str:
     return lines[0]
 
 
+def assert_one_line_error(r, *needles: str) -> str:
+    """A ``python -m replaystore`` subprocess result: exit code 1 (not a signal), one line
+    ``Error: ...`` naming ``needles``, no traceback. Returns the line."""
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 1, (r.returncode, out[-2000:])
+    assert "Traceback" not in out, out[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), r.stderr[-2000:]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
 def lake_rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """``n`` random FrozenLake-shaped transitions (Discrete(16) obs, Discrete(4) actions)."""
     rng = np.random.default_rng(seed)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import STD_ACT, STD_OBS, read_all, std_batch
+from conftest import STD_ACT, STD_OBS, assert_one_line_error, read_all, std_batch
 
 import replaystore as rs
 from replaystore.storage import files as _files
@@ -36,18 +36,6 @@ def _store(path: Path, *, capacity=None, rows=10_000, chunk_rows=4096) -> Path:
 def _cli(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "replaystore", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit code 1 (not a signal), one line ``Error: ...`` naming ``needles``, no traceback."""
-    out = (r.stdout + r.stderr).strip()
-    assert r.returncode == 1, (r.returncode, out[-2000:])
-    assert "Traceback" not in out, out[-2000:]
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:"), r.stderr[-2000:]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -150,7 +138,7 @@ def test_zip_member_past_the_end_is_a_corrupt_store_error(packed, tmp_path, craf
         _local_extra_grown(z, member)
     assert "/c/" in member
     r = _cli("sample", z, "--batch-size", "4096")
-    _assert_one_line_error(r, str(z), repr(member))
+    assert_one_line_error(r, str(z), repr(member))
     for how in ("read", "sample"):
         p = subprocess.run([sys.executable, "-c", _READ_ALL, str(z), how], capture_output=True,
                            text=True, timeout=TIMEOUT)
@@ -159,7 +147,7 @@ def test_zip_member_past_the_end_is_a_corrupt_store_error(packed, tmp_path, craf
     # info reads some fields (episodes): it works or names the damaged member
     r = _cli("info", z)
     if r.returncode:
-        _assert_one_line_error(r, str(z), repr(member))
+        assert_one_line_error(r, str(z), repr(member))
 
 
 def test_untouched_zip_reads_the_same_as_the_directory(packed):
@@ -252,7 +240,7 @@ def test_crafted_state_values_are_one_line_errors(stores, tmp_path, kind, where,
     msg = str(ei.value)
     assert f"{p}/zarr.json" in msg and f"{key}'" in msg and "expected" in msg, msg
     assert "\n" not in msg
-    line = _assert_one_line_error(_cli("info", p), f"{p}/zarr.json", key)
+    line = assert_one_line_error(_cli("info", p), f"{p}/zarr.json", key)
     assert "expected" in line
     # verify reports the damage and falls back on the backup instead of failing
     report = rs.verify(p)
@@ -286,7 +274,7 @@ def test_deeply_nested_zarr_json_is_refused(stores, tmp_path, depth):
     with pytest.raises(rs.CorruptStoreError, match=f"nested deeper than {MAX_JSON_DEPTH}") as ei:
         rs.open(p)
     assert str(p / "zarr.json") in str(ei.value)
-    _assert_one_line_error(_cli("info", p), "zarr.json", "nested deeper")
+    assert_one_line_error(_cli("info", p), "zarr.json", "nested deeper")
 
 
 def test_nesting_up_to_the_limit_is_accepted(stores, tmp_path):
@@ -319,7 +307,7 @@ def test_oversized_zarr_json_is_refused_before_it_is_read(stores, tmp_path, monk
     assert str(p / "zarr.json") in str(ei.value) and f"{65 << 20:,} bytes" in str(ei.value)
     assert sum(reads) == 0  # refused from its size, not read
     monkeypatch.undo()
-    _assert_one_line_error(_cli("info", p), "zarr.json", "at most")
+    assert_one_line_error(_cli("info", p), "zarr.json", "at most")
 
 
 def test_oversized_zarr_json_in_a_zip_is_refused(packed, tmp_path):
@@ -337,7 +325,7 @@ def test_oversized_zarr_json_in_a_zip_is_refused(packed, tmp_path):
     with pytest.raises(rs.CorruptStoreError, match="at most") as ei:
         rs.open(z)
     assert "zarr.json" in str(ei.value)
-    _assert_one_line_error(_cli("info", z), "zarr.json", "at most")
+    assert_one_line_error(_cli("info", z), "zarr.json", "at most")
 
 
 def test_fifo_in_place_of_zarr_json_does_not_hang(stores, tmp_path):
@@ -346,7 +334,7 @@ def test_fifo_in_place_of_zarr_json_does_not_hang(stores, tmp_path):
     (p / "zarr.json").unlink()
     os.mkfifo(p / "zarr.json")
     r = _cli("info", p, timeout=60)
-    _assert_one_line_error(r, "zarr.json", "not a regular file")
+    assert_one_line_error(r, "zarr.json", "not a regular file")
 
 
 # --------------------------------------------------------------------------------------

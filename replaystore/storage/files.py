@@ -63,17 +63,22 @@ def read_json(path: Path, *, what: str = "metadata") -> Any:
             raise CorruptStoreError(
                 f"{path}: {what} is {st.st_size:,} bytes; at most {MAX_JSON_BYTES:,} are accepted"
             )
-        chunks, left = [], MAX_JSON_BYTES + 1  # (bounded even if the file grows meanwhile)
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = read_at_most(fd, MAX_JSON_BYTES + 1)  # (bounded even if the file grows meanwhile)
     finally:
         os.close(fd)
     return parse_json(data, where=path, what=what)
+
+
+def read_at_most(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from ``fd``'s position (fewer at the end of the file)."""
+    parts, left = [], n
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 24))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 def parse_json(data: bytes, *, where: Any, what: str) -> Any:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layout
+from .files import read_at_most
 from .schema import Field
 
 __all__ = ["BlockChecksums", "Records", "Expected", "block_rows_for", "changed_blocks",
@@ -112,14 +113,7 @@ def _read_regular(path: Path, limit: int) -> bytes | None:
         st = os.fstat(fd)
         if not (st.st_mode & 0o170000 == 0o100000) or st.st_size > limit:
             return None
-        parts, left = [], st.st_size
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 24))
-            if not chunk:
-                break
-            parts.append(chunk)
-            left -= len(chunk)
-        return b"".join(parts)
+        return read_at_most(fd, st.st_size)
     finally:
         os.close(fd)
 
