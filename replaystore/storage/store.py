@@ -334,6 +334,20 @@ class ReplayStore:
         """Reserve ``k`` fresh episode ids, unique across the whole store (for collectors)."""
         return self._require_writable().new_episode_ids(k)
 
+    def end_episode(self) -> None:
+        """End the running episode without a ``terminated``/``truncated`` row (e.g. a run
+        resumed after a crash, or a collector that stops mid-episode): the next appended row
+        starts a new episode. Does nothing between episodes.
+
+        >>> import tempfile, gymnasium as gym, replaystore as rs
+        >>> s = rs.create(tempfile.mkdtemp() + "/e.zarr", gym.spaces.Discrete(2), gym.spaces.Discrete(2))
+        >>> row = dict(obs=0, action=1, reward=0.0, next_obs=1, terminated=False, truncated=False)
+        >>> s.append(**row); s.end_episode(); s.append(**row)
+        >>> s.read([0, 1], fields=["episode"])["episode"].tolist()
+        [0, 1]
+        """
+        self._require_writable().end_episode()
+
     def commit(self) -> None:
         """Same as :meth:`flush`: the durability point."""
         self.flush()

@@ -133,6 +133,13 @@ class StoreWriter:
         self.state["next_episode"] = start + int(k)
         return np.arange(start, start + int(k), dtype=np.int64)
 
+    def end_episode(self) -> None:
+        """The running episode ends here without a done row: the next row starts a new one."""
+        st = self.state
+        if int(st["step"]) > 0:
+            nxt = int(st["next_episode"])
+            st.update(episode=nxt, step=0, next_episode=nxt + 1)
+
     def update_info(self, info: Mapping[str, Any] | None, env: Mapping | None, *, commit: bool = True) -> None:
         for target, new in (("info", info), ("env", env)):
             if new:
