@@ -13,6 +13,7 @@ from . import agents  # noqa: E402,F401  (registers the saved-policy loaders: po
 from .errors import *  # noqa: E402,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .merge import merge  # noqa: E402
+from .online import LinearSchedule, OnlineResult, OnlineTrainer  # noqa: E402
 from .sampling import BalancedSampler, Sampler, UniformSampler, WeightedSampler  # noqa: E402
 from .storage import (  # noqa: E402
     FORMAT_VERSION,
@@ -43,5 +44,8 @@ __all__ = [
     "UniformSampler",
     "BalancedSampler",
     "WeightedSampler",
+    "OnlineTrainer",
+    "OnlineResult",
+    "LinearSchedule",
     *_errors_all,
 ]

@@ -291,6 +291,59 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
                f"mean length {r['mean_length']:.1f}")
 
 
+# -- learn online (replaystore/online/) ----------------------------------------------------------
+@main.command()
+@click.argument("env_id")
+@click.option("--buffer", "buffer", required=True, type=click.Path(file_okay=False),
+              help="The replay buffer: a ring store created here (its run state goes next to it).")
+@click.option("--capacity", required=True, type=click.IntRange(min=2), help="Ring capacity in rows.")
+@click.option("--steps", required=True, type=click.IntRange(min=1), help="Env steps of the whole run.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to save Q.npy.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--alpha-schedule", type=click.Choice(["visits", "polynomial", "constant"]),
+              default="visits", show_default=True, help="Step-size schedule of the Q-learning agent.")
+@click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\'.')
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--updates-per-step", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--learning-starts", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Rows stored before updates begin.")
+@click.option("--epsilon-start", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--epsilon-end", type=click.FloatRange(0, 1), default=0.05, show_default=True)
+@click.option("--epsilon-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of the run over which epsilon decays linearly.")
+@click.option("--commit-every", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Commit the buffer and save the run state every N env steps.")
+@click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate the greedy policy every N steps.")
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--balanced-by", help="Sample class-balanced by this discrete field (or reward_sign).")
+@click.option("--log", "log_csv", type=click.Path(dir_okay=False),
+              help="Write the learning curves (episodes, evaluations, TD) to this CSV.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --buffer (same settings).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def learn(env_id, buffer, capacity, steps, out, seed, gamma, alpha, alpha_schedule, env_kwargs, batch_size,
+          updates_per_step, learning_starts, epsilon_start, epsilon_end, epsilon_fraction, commit_every,
+          eval_every, eval_episodes, balanced_by, log_csv, resume, progress):
+    """Learn tabular Q-learning online in ENV_ID with a replay buffer on disk.
+
+    Example: replaystore learn Taxi-v4 --buffer taxi.zarr --capacity 50000 --steps 200000 --out taxi.npy --seed 0
+
+    After a crash, the same command with --resume goes on from the last commit.
+    """
+    from .online import learn as run_learn
+
+    report = run_learn(env_id, buffer, capacity=capacity, steps=steps, out=out, seed=seed, gamma=gamma,
+                       alpha=alpha, alpha_schedule=alpha_schedule,
+                       env_kwargs=_json_arg(env_kwargs, "--env-kwargs"), batch_size=batch_size,
+                       updates_per_step=updates_per_step, learning_starts=learning_starts,
+                       epsilon_start=epsilon_start, epsilon_end=epsilon_end,
+                       epsilon_fraction=epsilon_fraction, commit_every=commit_every,
+                       eval_every=eval_every, eval_episodes=eval_episodes, balanced_by=balanced_by,
+                       log=log_csv, resume=resume, progress=_progress(progress))
+    click.echo("\n".join(report.lines()))
+
+
 def _clean_leftovers(out: str) -> None:
     """Remove what killed jobs (pack, unpack, import, export, merge...) left next to ``out``."""
     from pathlib import Path

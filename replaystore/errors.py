@@ -114,3 +114,12 @@ class DatasetNotFoundError(ReplayStoreError, FileNotFoundError):
 class RemoteStoreError(ReplayStoreError, ConnectionError):
     """An object store (``s3://``...) could not be reached or refused the request: no
     credentials, a wrong endpoint, a missing bucket. The message names the URL."""
+
+
+class RunMismatchError(ReplayStoreError, ValueError):
+    """Resuming an online run with settings (env, agent, sampler, schedule, steps...) that
+    differ from the saved run's, or a run state that does not fit the store's rows. The
+    message names each differing setting with the saved and the given value."""
+
+
+__all__.append("RunMismatchError")

@@ -52,13 +52,18 @@ class Agent(Policy):
 
     Required: :meth:`act`, :meth:`update`, :meth:`state_dict`, :meth:`load_state_dict`,
     :meth:`save` and :meth:`load`. Optional hooks, with defaults the trainer relies on:
-    :meth:`update_many` (sweep training), :attr:`gamma` / :meth:`convergence_scale` (when
+    :meth:`update_many` (sweep training), :attr:`batch_fields` (which fields a
+    sampler reads for :meth:`update`), :attr:`gamma` / :meth:`convergence_scale` (when
     a change is small enough to stop), :meth:`policy_certified` (stop early because the
     greedy policy cannot change any more), :meth:`check_save_path`.
     """
 
     #: discount factor; 0 for agents without one (their changes need no scaling)
     gamma: float = 0.0
+
+    #: the batch fields :meth:`update` reads (a sampler then reads only these); ``None``:
+    #: every stored field
+    batch_fields: tuple[str, ...] | None = None
 
     @abstractmethod
     def update(self, batch: Mapping[str, np.ndarray]) -> float:

@@ -115,6 +115,8 @@ class QLearningAgent(Agent, saved_format="replaystore.QLearningAgent", suffixes=
 
     #: ``act`` takes an array of observations and returns an array of actions
     batched_act = True
+    #: what :meth:`update` reads (``truncated`` does not change the rule)
+    batch_fields = _REQUIRED_FIELDS
 
     def __init__(
         self,

@@ -1,0 +1,135 @@
+"""``replaystore learn`` in one call: make the env, the store and the agent, run the
+online loop (or resume it), save the agent.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> report = learn("CliffWalking-v1", d / "buf.zarr", capacity=10_000, steps=8_000, out=d / "q.npy",
+...                env_kwargs={"max_episode_steps": 500}, learning_starts=500, commit_every=500)
+>>> report.result.steps, report.gap < 1e-9
+(8000, True)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..agents import QLearningAgent
+from ..envs import make_env
+from ..errors import RunMismatchError
+from ..progress import Progress
+from ..storage import create
+from ..storage import open as open_store
+from .loop import BalancedFactory, OnlineResult, OnlineTrainer, run_dir_of
+from .schedules import LinearSchedule
+
+__all__ = ["learn", "LearnReport"]
+
+
+@dataclass
+class LearnReport:
+    """What :func:`learn` did: the run, the final greedy policy's gap, where things are."""
+
+    env_id: str
+    buffer: str
+    out: str | None
+    result: OnlineResult
+    rows: int
+    gap: float | None
+
+    def lines(self) -> list[str]:
+        r = self.result
+        resumed = "" if r.resumed_from is None else f" (resumed at step {r.resumed_from:,})"
+        tail = [ret for _, ret, _ in r.episodes[-100:]]
+        lines = [f"learned {self.env_id} online for {r.steps:,} env steps{resumed}: "
+                 f"{r.steps_this_call:,} steps in {r.seconds:.1f}s ({r.steps_per_second:,.0f} steps/s), "
+                 f"{len(r.episodes):,} episodes"
+                 + (f", mean return of the last {len(tail)} {np.mean(tail):.3f}" if tail else "")]
+        lines += [f"step {ev['step']:,}: mean return {ev['mean_return']:.3f}"
+                  + ("" if ev.get("gap") is None else f", gap to optimal {max(0.0, ev['gap']):.2%}")
+                  for ev in r.evaluations[-3:]]
+        if self.gap is not None:
+            lines.append(f"greedy policy: gap to the optimal value {max(0.0, self.gap):.4%}")
+        lines.append(f"buffer {self.buffer}: {self.rows:,} rows committed")
+        if self.out is not None:
+            lines.append(f"saved the agent to {self.out}")
+        return lines
+
+
+def learn(
+    env_id: str,
+    buffer: str | os.PathLike[str],
+    *,
+    capacity: int,
+    steps: int,
+    out: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    gamma: float = 0.99,
+    alpha: float = 1.0,
+    alpha_schedule: str = "visits",
+    env_kwargs: Mapping[str, Any] | None = None,
+    batch_size: int = 32,
+    updates_per_step: int = 1,
+    learning_starts: int = 1_000,
+    epsilon_start: float = 1.0,
+    epsilon_end: float = 0.05,
+    epsilon_fraction: float = 0.5,
+    commit_every: int = 1_000,
+    eval_every: int | None = None,
+    eval_episodes: int = 100,
+    balanced_by: str | None = None,
+    log: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool | Progress = False,
+) -> LearnReport:
+    """Learn tabular Q-learning online in ``env_id`` through the ring buffer ``buffer``.
+
+    A new run creates ``buffer`` (a ring of ``capacity`` rows; it must not exist).
+    ``resume=True`` continues the run saved in ``buffer`` (its run state in
+    ``<buffer>.run/``) with the same settings, or starts one if there is none.
+    ``balanced_by`` samples class-balanced (a field or ``"reward_sign"``). The agent is
+    saved to ``out`` (``.npy``; checked before the run starts).
+    """
+    kwargs = dict(env_kwargs or {})
+    env = make_env(env_id, kwargs)
+    try:
+        agent = QLearningAgent.from_spaces(env.observation_space, env.action_space, gamma=gamma,
+                                           alpha=alpha, alpha_schedule=alpha_schedule)
+        if out is not None:
+            agent.check_save_path(out)
+        path = Path(buffer)
+        exists = (path / "zarr.json").exists()
+        if exists and not resume:
+            saved = run_dir_of(path).is_dir()
+            raise RunMismatchError(f"{path}: the buffer exists" + (" and holds a run; resume it with "
+                                   "--resume (resume=True)" if saved else "; choose a new path"))
+        if exists:
+            store = open_store(path, mode="a")
+            if store.capacity != capacity:
+                store.close()
+                raise RunMismatchError(f"{path}: the buffer is a ring of capacity {store.capacity}, "
+                                       f"not {capacity} (--capacity)")
+        else:
+            store = create(path, env.observation_space, env.action_space, capacity=capacity,
+                           env_id=env_id)
+            store.update_info(env={"id": env_id, "kwargs": kwargs})
+        with store:
+            trainer = OnlineTrainer(
+                env, agent, store, batch_size=batch_size, updates_per_step=updates_per_step,
+                learning_starts=learning_starts, seed=seed, commit_every=commit_every,
+                epsilon=LinearSchedule(epsilon_start, epsilon_end, fraction=epsilon_fraction),
+                sampler=BalancedFactory(balanced_by) if balanced_by else None)
+            result = trainer.train(steps, eval_every=eval_every, eval_episodes=eval_episodes, log=log,
+                                   progress=progress, resume=resume)
+            gap = trainer.gap()
+            rows = store.total
+    finally:
+        env.close()
+    if out is not None:
+        agent.save(out)
+    return LearnReport(env_id, str(buffer), None if out is None else str(out), result, rows, gap)
