@@ -312,7 +312,7 @@ def test_uniform_stays_exactly_uniform_over_the_rows_of_now_while_appending(tmp_
     store = make_store(tmp_path / "s", 50, capacity=80)
     s = rs.UniformSampler(store, batch_size=16, seed=3)
     pos_counts = np.zeros(80)
-    for k in range(6000):
+    for _ in range(6000):
         append(store, 1)
         lo, hi = store.id_range
         ids = s.sample()["obs"].astype(np.int64)  # obs = the row's global id (make_store)
