@@ -390,3 +390,48 @@ def test_load_wrong_shape_or_version(tmp_path):
     (tmp_path / "Q.json").write_text(json.dumps({**meta, "format_version": 2}))
     with pytest.raises(FormatVersionError, match="format_version 2"):
         QLearningAgent.load(tmp_path / "Q.npy")
+
+
+@pytest.mark.parametrize("schedule", ["visits", "polynomial", "constant"])
+def test_small_batch_fast_path_matches_the_general_path(schedule):
+    """update() of sampler-shaped batches (int64/bool/float arrays) takes a fast path; it
+    must give exactly the general path's Q-table and visit counts, duplicates included."""
+    rng = np.random.default_rng(1)
+    fast = QLearningAgent(7, 3, alpha=0.7, gamma=0.9, alpha_schedule=schedule)
+    slow = QLearningAgent(7, 3, alpha=0.7, gamma=0.9, alpha_schedule=schedule)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        b = {"obs": rng.integers(0, 7, n), "action": rng.integers(0, 3, n),
+             "reward": rng.standard_normal(n).astype(np.float32), "next_obs": rng.integers(0, 7, n),
+             "terminated": rng.random(n) < 0.3, "truncated": rng.random(n) < 0.1}
+        general = {**b, "obs": b["obs"].astype(np.int32)}  # (int32: not the fast path)
+        assert fast._update_small(general) is None
+        d1, d2 = fast.update(b), slow.update(general)
+        assert d1 == pytest.approx(d2, rel=1e-12, abs=1e-15)
+    np.testing.assert_allclose(fast.q, slow.q, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(fast.visits, slow.visits)
+    assert fast.visits.sum() > 0
+
+
+@pytest.mark.parametrize("bad", [{"obs": np.array([7])}, {"obs": np.array([-1])},
+                                 {"action": np.array([3])}, {"next_obs": np.array([-8])}])
+def test_small_batch_out_of_range_is_refused(bad):
+    agent = QLearningAgent(7, 3)
+    b = {"obs": np.array([0]), "action": np.array([0]), "reward": np.array([1.0]),
+         "next_obs": np.array([1]), "terminated": np.array([False]), **bad}
+    with pytest.raises(SchemaError, match=f"field '{next(iter(bad))}' must be in"):
+        agent.update(b)
+    assert not agent.q.any() and not agent.visits.any()
+
+
+def test_act_on_one_observation_matches_the_array_path():
+    """act(int) takes a scalar path; actions and the RNG stream are those of act(array)."""
+    agent = QLearningAgent(5, 4)
+    agent.q[:] = np.random.default_rng(2).standard_normal((5, 4))
+    r1, r2 = np.random.default_rng(9), np.random.default_rng(9)
+    for k in range(400):
+        obs, eps = k % 5, (0.0, 0.3, 1.0)[k % 3]
+        one = agent.act(obs if k % 2 else np.int64(obs), epsilon=eps, rng=r1)
+        arr = agent.act(np.array([obs]), epsilon=eps, rng=r2)
+        assert type(one) is int and one == int(arr[0])
+    assert r1.random() == r2.random()

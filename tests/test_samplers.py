@@ -295,12 +295,32 @@ def test_draw_ahead_never_serves_rows_of_an_older_store_state(tmp_path, which):
     for _ in range(10):
         obs = s.sample()["obs"]
         assert obs.min() >= 100, type(s).__name__
-    # appending between every batch (online use) draws one batch at a time
+    # appending between every batch (online use): balanced and weighted draw one batch at
+    # a time; uniform draws u in [0, 1) ahead, which stay good (row floor(u * n) of now)
     for _ in range(5):
         append(store, 10)
         batch = s.sample()["obs"]
         assert batch.min() >= store.total - 100
-        assert s.state_dict()["ahead"]["batches"] == 1
+        if which:
+            assert s.state_dict()["ahead"]["batches"] == 1
+
+
+def test_uniform_stays_exactly_uniform_over_the_rows_of_now_while_appending(tmp_path):
+    """Online use: one row appended (and never flushed) before every batch, in a ring that
+    evicts; each batch must be uniform over the rows held at that moment (chi-squared on
+    the position of each drawn row among them), and the draw-ahead block is kept."""
+    store = make_store(tmp_path / "s", 50, capacity=80)
+    s = rs.UniformSampler(store, batch_size=16, seed=3)
+    pos_counts = np.zeros(80)
+    for _ in range(6000):
+        append(store, 1)
+        lo, hi = store.id_range
+        ids = s.sample()["obs"].astype(np.int64)  # obs = the row's global id (make_store)
+        assert ids.min() >= lo and ids.max() < hi
+        if hi - lo == 80:
+            np.add.at(pos_counts, ids - lo, 1)
+    assert s.state_dict()["ahead"]["batches"] > 1
+    assert chi2_p(pos_counts, np.full(80, pos_counts.sum() / 80)) > 1e-3
 
 
 def test_draw_ahead_batches_are_independent(tmp_path):

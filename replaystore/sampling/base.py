@@ -102,6 +102,12 @@ class Sampler(ABC):
         :meth:`_drawn_ahead`)."""
         raise NotImplementedError
 
+    def _ahead_key(self) -> tuple:
+        """What a block of draws depends on: by default the readable rows, i.e. the store's
+        version (commits that change no rows -- flushing the buffer, metadata, a reopen --
+        keep the block)."""
+        return self.store.version
+
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
@@ -119,9 +125,7 @@ class Sampler(ABC):
     def _drawn_ahead(self) -> np.ndarray:
         """The next batch of :meth:`_draw`, drawn several batches at a time while the store
         holds still (call after bringing the sampler up to date with the store)."""
-        # the readable rows are fixed by the store's version; commits that change no rows
-        # (flushing the buffer, metadata, a reopen) keep the block
-        key = self.store.version
+        key = self._ahead_key()
         b = self.batch_size
         ah = self._ahead
         batches = 1

@@ -52,7 +52,11 @@ class UniformSampler(Sampler):
     def sample_indices(self) -> np.ndarray:
         self._size()
         if self.replacement:
-            return self._drawn_ahead()
+            # draws of u in [0, 1) do not depend on the store, so a block of them stays good
+            # while rows are appended: row floor(u * n) is uniform over the n rows of now
+            n = len(self.store)
+            ids = (self._drawn_ahead() * n).astype(np.int64)
+            return np.minimum(ids, n - 1, out=ids)  # (u * n may round up to n)
         out = []
         need = self.batch_size
         while need:
@@ -67,8 +71,11 @@ class UniformSampler(Sampler):
             need -= len(live)
         return np.concatenate(out) if len(out) > 1 else out[0]
 
+    def _ahead_key(self) -> tuple:
+        return ()
+
     def _draw(self, rows: int) -> np.ndarray:
-        return self.rng.integers(0, len(self.store), size=rows, dtype=np.int64)
+        return self.rng.random(rows)
 
     def _new_epoch(self) -> None:
         if self._started:

@@ -59,6 +59,12 @@ class WriteBuffer:
         fill up. If it fails, the rows not yet copied go to ``pending`` and it re-raises."""
         single = arrays["reward"].ndim == 0
         src = 0
+        if self.n == self.capacity:  # full: an earlier write of it failed; try again first
+            try:
+                write()
+            except StoreWriteError:
+                self.pending.append(copy_rows(arrays, 0, n))
+                raise
         while src < n:
             m = min(n - src, self.capacity - self.n)
             for name, buf in self.arrays.items():

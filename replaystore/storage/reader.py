@@ -363,6 +363,7 @@ class BatchReader:
         self._row_bytes = sum(fio.field.row_bytes for fio in self._fio)
         self.readahead = readahead
         self._cold = readahead is True
+        self._advise_seconds = 0.0  # spent in _advise since the last timed read
         self._recent: list[float] = []
         self._plan: list = []
         self._plan_extent = -1
@@ -387,8 +388,15 @@ class BatchReader:
             if tail is not None and tail.count:
                 self._read_with_tail(indices, out)
             else:
-                phys = ring.physical_rows(indices, total=int(st["total"]), size=int(st["size"]),
-                                          capacity=reader.capacity)
+                total, size, cap = int(st["total"]), int(st["size"]), reader.capacity
+                start = ring.oldest_physical(total, size, cap)
+                if not start:
+                    phys = indices
+                elif cap is None:
+                    phys = indices + start
+                else:
+                    phys = indices + start
+                    phys[phys >= cap] -= cap
                 if self._cold:
                     self._advise(phys)
                 for name, shape, dtype, take in self._plan:
@@ -399,7 +407,10 @@ class BatchReader:
         if self.readahead == "auto" and n:
             # median of the last batches, so one slow batch (first touch of a mapping, a
             # scheduler hiccup) does not flip the mode; copying wide rows is not slow
-            self._recent.append((time.perf_counter() - t0) / n - self._row_bytes * 1e-9)
+            # (the time spent asking for pages is not the gather's: it would keep the mode on)
+            spent = time.perf_counter() - t0 - self._advise_seconds
+            self._advise_seconds = 0.0
+            self._recent.append(spent / n - self._row_bytes * 1e-9)
             if len(self._recent) > 8:
                 del self._recent[0]
                 self._cold = sorted(self._recent)[4] > _COLD_SECONDS_PER_ROW
@@ -409,21 +420,38 @@ class BatchReader:
         """A batch of committed and buffered rows: where each row is, worked out once for
         every field (one view of the state: fields never mix rows of two states)."""
         reader = self.reader
+        tail = reader.tail
         n = len(indices)
         nc, skip = reader._split()
-        old = indices < nc
-        sel_old = np.flatnonzero(old)
-        sel_new = np.flatnonzero(~old)
-        phys = ring.physical_rows(indices[sel_old] + (reader.size - nc), total=reader.total,
-                                  size=reader.size, capacity=self.reader.capacity)
-        pos = indices[sel_new] - nc + skip
-        if self._cold and len(phys):
-            self._advise(phys)
+        st = reader.state
+        total, size, cap = int(st["total"]), int(st["size"]), reader.capacity
+        start = ring.oldest_physical(total, size, cap) + (size - nc)
+        if cap is not None and start >= cap:
+            start -= cap
+        if nc == 0:  # every row is buffered
+            src = tail.arrays if not tail.pending else None
+            pos = indices + skip
+            for name, _, _, _ in self._plan:
+                out[name] = src[name].take(pos, axis=0) if src is not None else tail.gather(name, pos)
+            return
+        phys = indices + start
+        if cap is not None:
+            phys[phys >= cap] -= cap
+        ext = reader.extent(st)
+        if ext < (cap or 0) or cap is None:
+            np.minimum(phys, ext - 1, out=phys)  # (buffered rows land on a committed row: patched below)
+        sel_new = None
+        if int(indices.max()) >= nc:  # (else, the common case: no buffered row drawn)
+            sel_new = np.flatnonzero(indices >= nc)
+            pos = indices[sel_new] - (nc - skip)
+        if self._cold:
+            self._advise(phys if sel_new is None else phys[indices < nc])
+        src = tail.arrays if not tail.pending else None
         for name, shape, dtype, take in self._plan:
-            dst = np.empty((n, *shape), dtype)
-            if len(sel_old):
-                dst[sel_old] = take(phys, axis=0, out=np.empty((len(phys), *shape), dtype))
-            dst[sel_new] = reader.tail.gather(name, pos)
+            dst = take(phys, axis=0, out=np.empty((n, *shape), dtype))
+            if sel_new is not None:
+                dst[sel_new] = (src[name].take(pos, axis=0) if src is not None
+                                else tail.gather(name, pos))
             out[name] = dst
 
     def _make_plan(self, extent: int) -> None:
@@ -453,6 +481,11 @@ class BatchReader:
             self._advise(self.reader.physical(committed))
 
     def _advise(self, phys: np.ndarray) -> None:
+        t = time.perf_counter()
+        self._advise_now(phys)
+        self._advise_seconds += time.perf_counter() - t
+
+    def _advise_now(self, phys: np.ndarray) -> None:
         for fio in self._fio:
             fio.will_need(phys)
 

@@ -324,7 +324,10 @@ class ReplayStore:
         ``episode`` and ``step`` are filled in when omitted: a new episode starts after a
         row whose ``terminated`` or ``truncated`` is true.
         """
-        self._require_writable().append(row)
+        w = self._writer
+        if w is None or self._closed:
+            w = self._require_writable()
+        w.append(row)
 
     def extend(self, batch: Mapping[str, Any]) -> None:
         """Append many transitions: a dict of arrays with the same leading length."""

@@ -74,6 +74,10 @@ class StoreWriter:
             rows = min(rows, capacity)
         self.buffer = WriteBuffer(schema, rows)
         reader.tail = self.buffer
+        self._put_one = validator.compile_put(self.buffer.arrays)
+        self._episode_col = self.buffer.arrays["episode"]
+        self._step_col = self.buffer.arrays["step"]
+        self._deferred = bool(validator.deferred)
         self._last_commit = time.monotonic()
         self._since_commit = 0
 
@@ -101,6 +105,30 @@ class StoreWriter:
 
     # -- appending ------------------------------------------------------------------------
     def append(self, row: Mapping[str, Any]) -> None:
+        buf = self.buffer
+        i = buf.n
+        put = self._put_one
+        if put is not None and i < buf.capacity and not buf.pending and put(row, i):
+            # the fast path: the row is checked and already in the buffer (validate.py)
+            st = self.state
+            step = st["step"]
+            self._episode_col[i] = st["episode"]
+            self._step_col[i] = step
+            if row["terminated"] or row["truncated"]:
+                nxt = st["next_episode"]
+                st["episode"], st["step"], st["next_episode"] = nxt, 0, nxt + 1
+            else:
+                st["step"] = step + 1
+            i += 1
+            buf.n = i
+            self._since_commit += 1
+            if i == buf.capacity:
+                self._write_buffer()
+            if self.commit_every is not None and self._since_commit >= self.commit_every:
+                self.flush()
+            elif self.commit_seconds is not None and time.monotonic() - self._last_commit >= self.commit_seconds:
+                self.flush()
+            return
         self._put(self.validator.rows(row, batched=False), 1)
 
     def extend(self, batch: Mapping[str, Any]) -> None:
@@ -195,6 +223,8 @@ class StoreWriter:
         n = self.buffer.n
         if not n:
             return
+        if self._deferred:
+            self.validator.check_deferred(self.buffer.arrays, n)
         total, size, cap = self.reader.total, self.reader.size, self.capacity
         segments = ring.write_segments(total=total, n=n, capacity=cap)
         new_total = total + n
