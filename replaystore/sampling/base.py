@@ -178,51 +178,88 @@ class Sampler(ABC):
         yield from self._prefetching(num_batches, prefetch)
 
     def _prefetching(self, num_batches: int | None, prefetch: int) -> Iterator[dict[str, np.ndarray]]:
+        """Batches drawn and read by a background thread, safe while this process appends.
+
+        Indices are drawn as global row ids (under the reader's lock, so no commit lands
+        in between) and read by those ids, so a store that changed between the draw and
+        the read still gives exactly the rows drawn -- of the class they were drawn for --
+        or, if some were evicted meanwhile, a new draw. A batch whose rows the caller's own
+        appends evicted while it waited in the queue is dropped and the next one used.
+        """
         q: queue.Queue = queue.Queue(maxsize=prefetch)
         stop = threading.Event()
         start_state = self.state_dict()
+        lock = self.store.lock
+        store = self.store
         # Draw indices for upcoming batches ahead of the reads so the reader can ask the
         # kernel for their pages early (cold cache); the reads happen in order.
         ahead = max(1, prefetch)
 
+        # Commits hold the store's lock; the caller's appends only add rows, and change the
+        # store's version: a draw or read during which the version moved is done again.
+        def draw() -> tuple[np.ndarray, dict]:
+            with lock:
+                while True:
+                    before = store.version
+                    state0 = self.state_dict()
+                    idx = self.sample_indices()
+                    ids = idx + store.id_range[0]
+                    if store.version == before:
+                        break
+                    self.load_state_dict(state0)  # (the same draw, against the new rows)
+                state = self.state_dict()
+            self.reader.will_need(idx)
+            return ids, state
+
+        def read(ids: np.ndarray) -> dict[str, np.ndarray] | None:
+            with lock:  # (the same state for the ids' positions and the read)
+                while True:
+                    before = store.version
+                    logical = ids - store.id_range[0]
+                    if len(logical) and int(logical.min()) < 0:
+                        return None  # evicted since drawn
+                    batch = self.reader.read(logical)
+                    if store.version == before:
+                        return batch
+
         def produce() -> None:
             pending: list[tuple[np.ndarray, dict]] = []
-            made = 0
             try:
-                while not stop.is_set() and (num_batches is None or made < num_batches):
-                    while len(pending) < ahead and (num_batches is None or made + len(pending) < num_batches):
-                        idx = self.sample_indices()
-                        pending.append((idx, self.state_dict()))
-                        self.reader.will_need(idx)
-                    idx, state = pending.pop(0)
-                    batch = self.reader.read(idx)
-                    if batch is None:  # overwritten while read: redraw, and re-plan ahead
-                        pending.clear()
-                        batch = self._read_batch(self.sample_indices())
-                        state = self.state_dict()
-                    made += 1
+                while not stop.is_set():
+                    while len(pending) < ahead:
+                        pending.append(draw())
+                    ids, state = pending.pop(0)
+                    batch = read(ids)
+                    for _ in range(TORN_RETRIES):
+                        if batch is not None:
+                            break
+                        pending.clear()  # rows evicted or overwritten: draw again
+                        ids, state = draw()
+                        batch = read(ids)
+                    else:
+                        raise SamplerError(f"{store.path}: rows kept being overwritten while read")
                     while not stop.is_set():
                         try:
-                            q.put((batch, state, None), timeout=0.1)
+                            q.put((batch, state, ids, None), timeout=0.1)
                             break
                         except queue.Full:
                             continue
             except BaseException as e:  # hand the error to the consumer
-                q.put((None, None, e))
-                return
-            q.put((None, None, StopIteration()))
+                q.put((None, None, None, e))
 
         t = threading.Thread(target=produce, name="replaystore-prefetch", daemon=True)
         last_state = start_state
         t.start()
+        given = 0
         try:
-            while True:
-                batch, state, err = q.get()
+            while num_batches is None or given < num_batches:
+                batch, state, ids, err = q.get()
                 if err is not None:
-                    if isinstance(err, StopIteration):
-                        break
                     raise err
+                if len(ids) and int(ids.min()) < store.id_range[0]:
+                    continue  # the caller's appends evicted some of its rows: not this one
                 last_state = state
+                given += 1
                 yield batch
         finally:
             stop.set()

@@ -270,6 +270,13 @@ class ReplayStore:
         return (f"<ReplayStore {str(self.path)!r} mode={self.mode!r} rows={len(self)} {cap} "
                 f"fields={list(self.schema.names)}>")
 
+    @property
+    def lock(self):
+        """The lock every read and every commit of this store holds (a ``threading.RLock``):
+        hold it to see one state across several calls, e.g. to draw row numbers and turn
+        them into row ids."""
+        return self._reader.lock
+
     def refresh(self) -> ReplayStore:
         """Re-read the committed state, e.g. in a reader while another process appends
         (safe while a prefetching sampler reads in another thread: each read finishes

@@ -182,6 +182,10 @@ class StoreWriter:
 
     # -- committing -----------------------------------------------------------------------
     def flush(self) -> None:
+        with self.reader.lock:  # (a prefetching sampler's read never sees half a flush)
+            self._flush()
+
+    def _flush(self) -> None:
         buf = self.buffer
         if buf.n:
             self._write_buffer()
@@ -205,7 +209,7 @@ class StoreWriter:
 
     def _write_buffer(self) -> None:
         try:
-            with remote_errors(self.backend):
+            with self.reader.lock, remote_errors(self.backend):
                 self._write_rows()
         except OSError as e:
             if isinstance(e, ReplayStoreError):
