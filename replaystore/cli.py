@@ -313,8 +313,9 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
 @click.option("--epsilon-end", type=click.FloatRange(0, 1), default=0.05, show_default=True)
 @click.option("--epsilon-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of the run over which epsilon decays linearly.")
-@click.option("--commit-every", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Commit the buffer and save the run state every N env steps.")
+@click.option("--commit-every", type=click.IntRange(min=1), default=None,
+              help="Commit the buffer and save the run state every N env steps "
+                   "[default: 10000, less for rings with a smaller write buffer].")
 @click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate the greedy policy every N steps.")
 @click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--balanced-by", help="Sample class-balanced by this discrete field (or reward_sign).")

@@ -48,7 +48,7 @@ def test_learns_the_optimal_policy(tmp_path, env_id, env_kwargs, steps):
     result = run.train(steps=steps, eval_every=steps // 2, eval_episodes=3)
     assert store.total == steps == result.steps
     gap = policy_value_gap(env, agent.greedy_policy(), 0.99)["rel_gap"]
-    assert gap < 1e-9
+    assert gap < (0.01 if env_id.startswith("Taxi") else 1e-9)  # (Taxi: the 1%, at 50k)
     assert result.evaluations[-1]["step"] == steps and result.evaluations[-1]["gap"] == pytest.approx(gap, abs=1e-12)
     assert sum(n for _, _, n in result.episodes) <= steps
     assert [e[0] for e in result.episodes] == sorted(e[0] for e in result.episodes)
@@ -144,9 +144,14 @@ def test_resume_with_other_settings_is_an_error(tmp_path):
         OnlineTrainer(env, agent, store, commit_every=500).train(steps=1_000)
 
 
-def test_commit_every_must_fit_the_ring(tmp_path):
-    with pytest.raises(rs.SamplerError, match="capacity"):
+def test_commit_every_must_fit_the_write_buffer(tmp_path):
+    with pytest.raises(rs.SamplerError, match=r"write buffer \(500 rows\)"):
         make_run(tmp_path, "Taxi-v4", capacity=500, commit_every=500)
+    # by default: 10,000 steps, or less for a small ring
+    *_, run = make_run(tmp_path, "Taxi-v4", name="b2.zarr", capacity=800, commit_every=None)
+    assert run.commit_every == 799
+    *_, run = make_run(tmp_path, "Taxi-v4", name="b3.zarr", capacity=10**6, commit_every=None)
+    assert run.commit_every == 10_000
 
 
 # -- command line --------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def learn(
     epsilon_start: float = 1.0,
     epsilon_end: float = 0.05,
     epsilon_fraction: float = 0.5,
-    commit_every: int = 1_000,
+    commit_every: int | None = None,
     eval_every: int | None = None,
     eval_episodes: int = 100,
     balanced_by: str | None = None,

@@ -246,6 +246,13 @@ class ReplayStore:
         return self._writer.buffered if self._writer is not None else 0
 
     @property
+    def buffer_rows(self) -> int:
+        """Rows the write buffer holds before it commits on its own (mode ``"a"``; 0 for
+        readers): ``rs.open(..., buffer_rows=)``, by default one chunk of the narrowest
+        field, at most 65,536 and at most a ring's capacity."""
+        return self._writer.buffer.capacity if self._writer is not None else 0
+
+    @property
     def next_episode(self) -> int:
         return int(self._state["next_episode"])
 
