@@ -50,13 +50,14 @@ class UniformSampler(Sampler):
         self._started = False
 
     def sample_indices(self) -> np.ndarray:
-        self._size()
         if self.replacement:
             # draws of u in [0, 1) do not depend on the store, so a block of them stays good
-            # while rows are appended: row floor(u * n) is uniform over the n rows of now
-            n = len(self.store)
-            ids = (self._drawn_ahead() * n).astype(np.int64)
-            return np.minimum(ids, n - 1, out=ids)  # (u * n may round up to n)
+            # while rows are appended: row floor(u * n) is uniform over the n rows of now.
+            # (u is a multiple of 2**-53 below 1, so u * n rounds to at most n - 1 for any
+            # n < 2**53: the product is more than half a unit in the last place below n.)
+            n = self._size()
+            return (self._drawn_ahead() * n).astype(np.int64)
+        self._size()
         out = []
         need = self.batch_size
         while need:

@@ -45,6 +45,7 @@ class RowArray:
         name: str,
         advice: int = MADV_NORMAL,
         hugepages: bool = False,
+        private: bool = False,
     ) -> None:
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
@@ -66,6 +67,7 @@ class RowArray:
             name=name,
             advice=advice,
             hugepages=hugepages,
+            private=private,
         )
 
     # -- writing --------------------------------------------------------------------------

@@ -43,6 +43,12 @@ class WriteBuffer:
         self.n = 0  # rows in ``arrays``
         self.pending: list[dict[str, np.ndarray]] = []  # rows a failed write left, in order
 
+    def rebind(self, arrays: dict[str, np.ndarray]) -> None:
+        """Hold the next rows in ``arrays`` (same fields, ``capacity`` rows each), e.g. views
+        of the rows' own places in a private map; only when empty."""
+        assert not self.n and not self.pending
+        self.arrays = arrays
+
     @property
     def count(self) -> int:
         """All buffered rows (``arrays`` first, then ``pending``)."""

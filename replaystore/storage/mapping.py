@@ -46,6 +46,7 @@ _MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0x40
 _MAP_FAILED = ctypes.c_void_p(-1).value
 MADV_NORMAL, MADV_RANDOM = 0, 1
 _MADV_HUGEPAGE, _MADV_NOHUGEPAGE = 14, 15
+_MADV_DONTNEED = 4
 #: PMD size: a chunk that is a multiple of it can be mapped with 2 MiB pages
 HUGE = 2 << 20
 _HUGE_OK = sys.platform.startswith("linux") and mmap.PAGESIZE == 4096
@@ -106,8 +107,11 @@ class ChunkedView:
 
     def __init__(self, chunk_path, *, dtype: np.dtype, shape: tuple[int, ...], chunk_rows: int,
                  max_rows: int | None, name: str, advice: int = MADV_NORMAL, locate=None,
-                 contiguous: bool | None = None, hugepages: bool = False) -> None:
+                 contiguous: bool | None = None, hugepages: bool = False, private: bool = False) -> None:
         self._chunk_path = chunk_path
+        #: private (copy-on-write) maps: the writer's own process may put rows into them that
+        #: the files get later (:meth:`rows_for_writing`, :meth:`discard`); never seen elsewhere
+        self.private = bool(private) and _libc is not None
         self._locate = locate
         self.dtype = np.dtype(dtype)
         self.shape = tuple(shape)
@@ -117,7 +121,8 @@ class ChunkedView:
         self.chunk_bytes = self.row_bytes * self.chunk_rows
         self.contiguous = contiguous_supported(self.chunk_bytes) and contiguous is not False
         self.advice = advice
-        self.hugepages = bool(hugepages) and self.chunk_bytes % HUGE == 0 and _HUGE_OK
+        self.hugepages = (bool(hugepages) and self.chunk_bytes % HUGE == 0 and _HUGE_OK
+                          and not self.private)
         self._raw: dict[int, tuple[int, int]] = {}  # aligned base -> (raw base, raw bytes)
         self._mapped = 0  # chunks mapped so far
         self._base = None
@@ -178,8 +183,10 @@ class ChunkedView:
                 raise CorruptStoreError(f"{path}: cannot open chunk {k} of {self.name!r}: {e.strerror}") from None
             try:
                 addr = self._base + k * self.chunk_bytes
-                got = _libc.mmap(addr, self.chunk_bytes, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd,
-                                 offset)
+                prot, flags = mmap.PROT_READ, mmap.MAP_SHARED
+                if self.private:
+                    prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE
+                got = _libc.mmap(addr, self.chunk_bytes, prot, flags | _MAP_FIXED, fd, offset)
                 if got in (None, _MAP_FAILED) or got != addr:
                     err = ctypes.get_errno()
                     raise CorruptStoreError(f"{path}: cannot map chunk {k} of {self.name!r}: {os.strerror(err)}")
@@ -216,6 +223,27 @@ class ChunkedView:
         arr = np.frombuffer(buf, dtype=self.dtype).reshape(self._mapped * self.chunk_rows, *self.shape)
         arr.flags.writeable = False
         self.array = arr
+
+    def rows_for_writing(self, start: int, stop: int) -> np.ndarray | None:
+        """A writable view of physical rows ``[start, stop)`` of a private map (``None`` if
+        this view is not private, not contiguous, or those rows are not mapped). What is
+        written there is seen by this process's reads until :meth:`discard`; the files and
+        every other process never see it (the writer writes the same rows to the files)."""
+        if not (self.private and self.contiguous) or stop > self._mapped * self.chunk_rows:
+            return None
+        nbytes = (stop - start) * self.row_bytes
+        buf = (ctypes.c_char * nbytes).from_address(self._base + start * self.row_bytes)
+        self._bufs.append((buf, self._base, self._reserved * self.chunk_bytes))
+        return np.frombuffer(buf, dtype=self.dtype).reshape(stop - start, *self.shape)
+
+    def discard(self, start: int, stop: int) -> None:
+        """Drop the private copies of the pages holding physical rows ``[start, stop)``: they
+        show the files again (call once those rows were written to the files)."""
+        if not self.private or stop <= start or not self._mapped:
+            return
+        a = (self._base + start * self.row_bytes) // _PAGE * _PAGE
+        b = self._base + min(stop, self._mapped * self.chunk_rows) * self.row_bytes
+        _libc.madvise(a, b - a, _MADV_DONTNEED)
 
     def advise(self, advice: int) -> None:
         """Apply ``madvise`` to every mapped chunk (e.g. ``MADV_RANDOM`` for stores far larger than RAM)."""

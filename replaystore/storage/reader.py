@@ -58,6 +58,9 @@ class StoreReader:
         self.live = live  # the writer's .live floor, read by readers of a ring
         self.follow = follow  # refresh() re-reads the committed state (readers only)
         self.tail: WriteBuffer | None = None  # the write buffer, in the writer's process
+        #: the tail's rows already sit in the fields' (private) maps at their places: the
+        #: writer bound its buffer there (``StoreWriter._bind``)
+        self.mirror = False
         self._extents: dict[str, int] = {}  # physical rows each field has made readable
         #: held by every read and by refresh(): reads and state changes never interleave
         self.lock = threading.RLock()
@@ -323,9 +326,18 @@ class StoreReader:
                                     f"store holds ids {lo}..{total - 1}")
             ranges = ring.physical_ranges(a - lo, b - lo, total=total, size=size, capacity=self.capacity)
             ext = self.extent(st)
+            # in a writer whose buffered rows sit in its private maps, the oldest committed
+            # rows' places already show buffered rows: read those from the files
+            from_files = self.mirror and self.tail is not None and a < lo + self.tail.count
             out = {}
             for name in names:
-                parts = [self.ready(name, ext).slice(x, y) for x, y in ranges]
+                fio = self.ready(name, ext)
+                if from_files:
+                    f = self.schema[name]
+                    parts = [np.frombuffer(fio.read_bytes(x, y), f.dtype.newbyteorder("<"))
+                             .reshape(y - x, *f.shape).astype(f.dtype) for x, y in ranges]
+                else:
+                    parts = [fio.slice(x, y) for x, y in ranges]
                 f = self.schema[name]
                 out[name] = (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
                              else np.empty((0, *f.shape), f.dtype))
@@ -385,10 +397,15 @@ class BatchReader:
             if ext != self._plan_extent:
                 self._make_plan(ext)
             tail = reader.tail
+            mirrored = False
             if tail is not None and tail.count:
-                self._read_with_tail(indices, out)
-            else:
+                mirrored = reader.mirror and not tail.pending
+                if not mirrored:
+                    self._read_with_tail(indices, out)
+            if tail is None or not tail.count or mirrored:
                 total, size, cap = int(st["total"]), int(st["size"]), reader.capacity
+                if mirrored:  # a full ring: the buffered rows are in place
+                    total += tail.n
                 start = ring.oldest_physical(total, size, cap)
                 if not start:
                     phys = indices
@@ -410,10 +427,11 @@ class BatchReader:
             # (the time spent asking for pages is not the gather's: it would keep the mode on)
             spent = time.perf_counter() - t0 - self._advise_seconds
             self._advise_seconds = 0.0
-            self._recent.append(spent / n - self._row_bytes * 1e-9)
-            if len(self._recent) > 8:
-                del self._recent[0]
-                self._cold = sorted(self._recent)[4] > _COLD_SECONDS_PER_ROW
+            recent = self._recent
+            recent.append(spent / n - self._row_bytes * 1e-9)
+            if len(recent) == 8:  # (decided once per 8 batches)
+                self._cold = sorted(recent)[4] > _COLD_SECONDS_PER_ROW
+                recent.clear()
         return out
 
     def _read_with_tail(self, indices: np.ndarray, out: dict[str, np.ndarray]) -> None:
@@ -422,9 +440,14 @@ class BatchReader:
         reader = self.reader
         tail = reader.tail
         n = len(indices)
-        nc, skip = reader._split()
         st = reader.state
         total, size, cap = int(st["total"]), int(st["size"]), reader.capacity
+        b = tail.count
+        if cap is None:
+            nc, skip = size, 0
+        else:  # (StoreReader._split, inline)
+            visible = min(b, cap)
+            nc, skip = min(size + b, cap) - visible, b - visible
         start = ring.oldest_physical(total, size, cap) + (size - nc)
         if cap is not None and start >= cap:
             start -= cap

@@ -118,7 +118,7 @@ class ReplayStore:
         self._hugepages = self._decide_hugepages(hugepages, state)
         self._arrays = ZarrArrays(backend, writable=mode == "a")
         self._cache = ChunkCache(cache_bytes)
-        self._fields = self._open_fields(state)
+        self._fields = self._open_fields(state, private=mode == "a" and self.capacity is not None)
         live = None
         if mode == "r" and self.capacity is not None and backend.has_live_floor:
             live = backend.live_floor(create=False)
@@ -172,12 +172,12 @@ class ReplayStore:
             opt = budget is not None and mapped <= budget // 2
         return bool(opt)
 
-    def _open_fields(self, state: dict) -> dict[str, FieldIO]:
+    def _open_fields(self, state: dict, *, private: bool = False) -> dict[str, FieldIO]:
         total = int(state["total"])
         extent = total if self.capacity is None else min(total, self.capacity)
         return {f.name: open_field(self._backend, f, capacity=self.capacity, extent=extent,
                                    arrays=self._arrays, cache=self._cache, advice=MADV_NORMAL,
-                                   hugepages=self._hugepages) for f in self.schema}
+                                   hugepages=self._hugepages, private=private) for f in self.schema}
 
     # -- metadata -------------------------------------------------------------------------
     @property

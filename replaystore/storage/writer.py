@@ -74,10 +74,9 @@ class StoreWriter:
             rows = min(rows, capacity)
         self.buffer = WriteBuffer(schema, rows)
         reader.tail = self.buffer
-        self._put_one = validator.compile_put(self.buffer.arrays)
-        self._episode_col = self.buffer.arrays["episode"]
-        self._step_col = self.buffer.arrays["step"]
+        self._own_arrays = self.buffer.arrays
         self._deferred = bool(validator.deferred)
+        self._bind()
         self._last_commit = time.monotonic()
         self._since_commit = 0
 
@@ -92,6 +91,34 @@ class StoreWriter:
         if self.capacity is not None and self.backend.has_live_floor:
             self.live = self.backend.live_floor(create=True)
             self.live.raise_floor(self.reader.total - self.reader.size)
+
+    # -- where buffered rows are held ------------------------------------------------------
+    def _bind(self) -> None:
+        """Point the (empty) write buffer at the rows' own places in the fields' private maps
+        when a full ring's next ``buffer.capacity`` rows fit before its end: reads in this
+        process then find buffered rows where committed ones are (one gather per field, see
+        ``BatchReader``), and a write-out writes them from there. Else the buffer's own arrays."""
+        buf, cap = self.buffer, self.capacity
+        if buf.n or buf.pending:
+            return
+        views = None
+        if cap is not None and self.reader.size == cap:
+            start = int(self.reader.state["cursor"])
+            stop = start + buf.capacity
+            if stop <= cap:
+                views = {}
+                for name, fio in self.fields.items():
+                    view = self.reader.ready(name).view if fio.mapped else None
+                    v = view.rows_for_writing(start, stop) if view is not None else None
+                    if v is None:
+                        views = None
+                        break
+                    views[name] = v
+        buf.rebind(views or self._own_arrays)
+        self.reader.mirror = views is not None
+        self._put_one = self.validator.compile_put(buf.arrays)
+        self._episode_col = buf.arrays["episode"]
+        self._step_col = buf.arrays["step"]
 
     # -- counters -------------------------------------------------------------------------
     @property
@@ -266,6 +293,11 @@ class StoreWriter:
         new_size = new_total if cap is None else min(cap, size + n)
         self.commit_state({**self.state, "size": new_size, "total": new_total,
                            "cursor": new_total % cap if cap is not None else new_total})
+        if self.reader.mirror:  # (the files hold those rows now: drop the private copies)
+            for fio in self.fields.values():
+                for a, b, dst in segments:
+                    fio.view.discard(dst, dst + (b - a))
+        self._bind()
 
     def commit_state(self, state: dict) -> None:
         """Publish ``state`` (with the next generation number) after its checksums."""
@@ -315,6 +347,9 @@ class StoreWriter:
             self.release()
 
     def release(self) -> None:
+        self.reader.mirror = False
+        self.buffer.arrays = self._own_arrays  # (no views into the maps stay alive)
+        self._episode_col = self._step_col = self._put_one = None
         for crc in self._crc.values():
             crc.close()
         if self.live is not None:

@@ -20,10 +20,12 @@ __all__ = ["FieldIO", "MappedField", "ChunkedField", "ChunkCache", "ZarrArrays",
 
 
 def open_field(backend: Backend, field: Field, *, capacity: int | None, extent: int,
-               arrays: ZarrArrays, cache: ChunkCache, advice: int, hugepages: bool) -> FieldIO:
+               arrays: ZarrArrays, cache: ChunkCache, advice: int, hugepages: bool,
+               private: bool = False) -> FieldIO:
     """The FieldIO of ``field``: memory maps for uncompressed fields where the backend can
-    map chunks (local directory, zip), zarr chunks through the cache otherwise."""
+    map chunks (local directory, zip), zarr chunks through the cache otherwise.
+    ``private``: copy-on-write maps, for a ring's writer (see :class:`ChunkedView`)."""
     if not field.compressed and backend.memory_mappable:
         return MappedField(backend, field, capacity=capacity, extent=extent, advice=advice,
-                           hugepages=hugepages)
+                           hugepages=hugepages, private=private and backend.in_place_writes)
     return ChunkedField(backend, field, capacity=capacity, arrays=arrays, cache=cache)

@@ -38,7 +38,7 @@ class MappedField(FieldIO):
     mapped = True
 
     def __init__(self, backend: Backend, field: Field, *, capacity: int | None, extent: int,
-                 advice: int, hugepages: bool) -> None:
+                 advice: int, hugepages: bool, private: bool = False) -> None:
         super().__init__(field)
         self.backend = backend
         self.capacity = capacity
@@ -49,7 +49,8 @@ class MappedField(FieldIO):
         if backend.in_place_writes:
             self.rows = RowArray(backend.local / field.name, dtype=field.dtype, shape=field.shape,
                                  chunk_rows=field.chunk_rows, max_rows=capacity, name=field.name,
-                                 advice=advice, hugepages=hugepages and backend.hugepage_mappable)
+                                 advice=advice, hugepages=hugepages and backend.hugepage_mappable,
+                                 private=private)
             self._view = self.rows.view
         else:
             n_chunks = -(-extent // field.chunk_rows)
