@@ -218,22 +218,36 @@ class BlockChecksums:
             return
         fd, cfd = self._open()
         br = self.block_rows
-        rec_size = RECORD.itemsize
-        for b in sorted(blocks):
-            crc, rows = 0, 0
-            for x, y in _intersect(intervals, b * br, (b + 1) * br):
-                crc = zlib.crc32(read_rows(x, y), crc)
-                rows += y - x
-            raw = os.pread(fd, 2 * rec_size, b * 2 * rec_size)
-            raw += bytes(2 * rec_size - len(raw))  # slots past the end of the file are empty
-            slots = np.frombuffer(raw, RECORD).copy()
-            if slots[0]["generation"] == generation or slots[1]["generation"] == generation:
-                slot = 0 if slots[0]["generation"] == generation else 1
-            else:
-                slot = 0 if slots[0]["generation"] <= slots[1]["generation"] else 1
-            rec = np.array([(crc, rows, generation)], RECORD).tobytes()
-            os.pwrite(fd, rec, (b * 2 + slot) * rec_size)
-            os.pwrite(cfd, check_word(rec, b, slot).to_bytes(4, "little"), (b * 2 + slot) * 4)
+        sz = RECORD.itemsize
+        order = sorted(blocks)
+        runs, first = [], 0
+        for i in range(1, len(order) + 1):  # runs of consecutive blocks: one read, one write each
+            if i == len(order) or order[i] != order[i - 1] + 1:
+                runs.append((order[first], order[i - 1] + 1))
+                first = i
+        for b0, b1 in runs:
+            n = b1 - b0
+            raw = os.pread(fd, 2 * sz * n, b0 * 2 * sz)
+            raw += bytes(2 * sz * n - len(raw))  # slots past the end of the file are empty
+            slots = np.frombuffer(raw, RECORD).reshape(n, 2).copy()
+            craw = os.pread(cfd, 8 * n, b0 * 8)
+            craw += bytes(8 * n - len(craw))
+            words = np.frombuffer(craw, CHECK).reshape(n, 2).copy()
+            for b in range(b0, b1):
+                crc, rows = 0, 0
+                for x, y in _intersect(intervals, b * br, (b + 1) * br):
+                    crc = zlib.crc32(read_rows(x, y), crc)
+                    rows += y - x
+                pair = slots[b - b0]
+                if pair[0]["generation"] == generation or pair[1]["generation"] == generation:
+                    slot = 0 if pair[0]["generation"] == generation else 1
+                else:
+                    slot = 0 if pair[0]["generation"] <= pair[1]["generation"] else 1
+                rec = np.array([(crc, rows, generation)], RECORD)
+                pair[slot] = rec[0]
+                words[b - b0, slot] = check_word(rec.tobytes(), b, slot)
+            os.pwrite(fd, slots.tobytes(), b0 * 2 * sz)
+            os.pwrite(cfd, words.tobytes(), b0 * 8)
 
     def forget_after(self, generation: int) -> int:
         """Clear records newer than the committed ``generation`` (left by a writer that

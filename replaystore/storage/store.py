@@ -249,7 +249,7 @@ class ReplayStore:
     def buffer_rows(self) -> int:
         """Rows the write buffer holds before it commits on its own (mode ``"a"``; 0 for
         readers): ``rs.open(..., buffer_rows=)``, by default one chunk of the narrowest
-        field, at most 65,536 and at most a ring's capacity."""
+        field, at most 16 MiB of rows (and 262,144 rows) and at most a ring's capacity."""
         return self._writer.buffer.capacity if self._writer is not None else 0
 
     @property

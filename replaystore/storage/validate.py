@@ -34,6 +34,9 @@ def _fast_check(space: gym.Space):
         low, high = space.low, space.high
         if np.all(np.isneginf(low)) and np.all(np.isposinf(high)):
             return lambda a: True  # NaN and inf fit an unbounded Box
+        if low.size and np.all(low == low.flat[0]) and np.all(high == high.flat[0]):
+            lo, hi = low.flat[0], high.flat[0]  # (one bound for every element: two reductions)
+            return lambda a: a.size == 0 or bool(a.min() >= lo and a.max() <= hi)
         return lambda a: bool(((a >= low) & (a <= high)).all())
     if isinstance(space, gym.spaces.Discrete):
         lo, hi = int(space.start), int(space.start) + int(space.n)

@@ -33,8 +33,12 @@ from .validate import RowValidator
 
 __all__ = ["StoreWriter", "MAX_BUFFER_ROWS"]
 
-#: the write buffer never holds more rows than this (nor more than a ring's capacity)
-MAX_BUFFER_ROWS = 65536
+#: the write buffer never holds more rows than this (nor more than a ring's capacity) ...
+MAX_BUFFER_ROWS = 1 << 18
+#: ... nor, by default, more bytes than this: a commit costs a few milliseconds of fsyncs
+#: and checksums, so large blocks make bulk appends fast (a crash loses the rows since the
+#: last commit: ``commit_every`` / ``commit_seconds`` / ``flush()`` bound that)
+BUFFER_BYTES = 16 << 20
 
 
 class StoreWriter:
@@ -69,7 +73,9 @@ class StoreWriter:
             self.release()
             raise
         min_chunk = min(f.chunk_rows for f in schema)
-        rows = int(buffer_rows or min(max(min_chunk, 1), MAX_BUFFER_ROWS))
+        row_bytes = sum(f.row_bytes for f in schema)
+        rows = int(buffer_rows or min(max(min_chunk, 1), MAX_BUFFER_ROWS,
+                                      max(1024, BUFFER_BYTES // max(row_bytes, 1))))
         if capacity is not None:
             rows = min(rows, capacity)
         self.buffer = WriteBuffer(schema, rows)
@@ -325,7 +331,10 @@ class StoreWriter:
             if crc is None:
                 crc = self._crc[f.name] = BlockChecksums(self.backend.local, f, writable=True)
             blocks = changed_blocks(crc.block_rows, before, after, self._written)
-            crc.update(blocks, after, int(state["generation"]), self.fields[f.name].read_bytes)
+            fio = self.fields[f.name]
+            rows = getattr(fio, "rows", None)  # (our own chunk files, through the fds we write with)
+            crc.update(blocks, after, int(state["generation"]), rows.read_bytes if rows is not None
+                       else fio.read_bytes)
             if self.fsync:
                 crc.sync()
         self._written = []

