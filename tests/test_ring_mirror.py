@@ -45,7 +45,7 @@ def test_the_writer_reads_buffered_rows_in_place_and_files_never_see_them(tmp_pa
     for _ in range(400):
         n = int(rng.integers(1, 9))
         if rng.random() < 0.5:
-            for i in range(n):
+            for _ in range(n):
                 g = store.total + store.buffered
                 store.append(**{k: v[0] for k, v in rows(g, 1).items()})
         else:
