@@ -123,3 +123,16 @@ class RunMismatchError(ReplayStoreError, ValueError):
 
 
 __all__.append("RunMismatchError")
+
+
+class CurveLogError(ReplayStoreError, ValueError):
+    """A file given as a learning-curves log (``replaystore learn --log``) is not one: no
+    such header, a row with a bad kind or number, or no rows to draw. The message names
+    the file, the line and what was expected."""
+
+
+class CurveLogNotFoundError(CurveLogError, FileNotFoundError):
+    """A learning-curves log to read does not exist (or is a directory)."""
+
+
+__all__ += ["CurveLogError", "CurveLogNotFoundError"]
