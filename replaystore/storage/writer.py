@@ -58,6 +58,7 @@ class StoreWriter:
         self.fsync = fsync
         self.commit_every = commit_every
         self.commit_seconds = commit_seconds
+        self._timed = commit_every is not None or commit_seconds is not None
         self.indexes: IndexSet | None = None  # set by the store
         self.state = dict(reader.state)  # committed counters + the running episode's
         self._opened = dict(reader.state)
@@ -157,10 +158,8 @@ class StoreWriter:
             self._since_commit += 1
             if i == buf.capacity:
                 self._write_buffer()
-            if self.commit_every is not None and self._since_commit >= self.commit_every:
-                self.flush()
-            elif self.commit_seconds is not None and time.monotonic() - self._last_commit >= self.commit_seconds:
-                self.flush()
+            if self._timed:
+                self._commit_if_due()
             return
         self._put(self.validator.rows(row, batched=False), 1)
 
@@ -184,6 +183,10 @@ class StoreWriter:
             self.flush()
         else:
             self.buffer.add(arrays, n, write=self._write_buffer)
+        if self._timed:
+            self._commit_if_due()
+
+    def _commit_if_due(self) -> None:
         if self.commit_every is not None and self._since_commit >= self.commit_every:
             self.flush()
         elif self.commit_seconds is not None and time.monotonic() - self._last_commit >= self.commit_seconds:
