@@ -27,16 +27,17 @@ def rows(start, n):
             "terminated": ids % 11 == 10, "truncated": np.zeros(n, bool)}
 
 
-def make(path, **kw):
+def make(path, prefill=CAP, **kw):
     store = rs.create(path, gym.spaces.Box(-np.inf, np.inf, (2,), np.float32), gym.spaces.Discrete(4),
                       capacity=CAP, chunk_rows=4096, **kw)
-    store.extend(rows(0, CAP))
+    store.extend(rows(0, prefill))
     store.flush()
     return store
 
 
-def test_the_writer_reads_buffered_rows_in_place_and_files_never_see_them(tmp_path):
-    store = make(tmp_path / "s", buffer_rows=64)
+@pytest.mark.parametrize("prefill", [CAP, 100])  # a full ring, one that has not wrapped yet
+def test_the_writer_reads_buffered_rows_in_place_and_files_never_see_them(tmp_path, prefill):
+    store = make(tmp_path / "s", prefill, buffer_rows=64)
     w = store._writer
     other = rs.open(tmp_path / "s")  # a reader: shared maps of the files
     rng = np.random.default_rng(0)
@@ -52,7 +53,7 @@ def test_the_writer_reads_buffered_rows_in_place_and_files_never_see_them(tmp_pa
             store.extend(rows(store.total + store.buffered, n))
         mirrored += store._reader.mirror and store.buffered > 0
         lo, hi = store.id_range
-        assert hi - lo == CAP
+        assert hi - lo == min(CAP, hi)
         # batches: whole rows of the rows held now
         b = s.sample()
         ids = b["obs"][:, 0].astype(np.int64)
@@ -60,9 +61,10 @@ def test_the_writer_reads_buffered_rows_in_place_and_files_never_see_them(tmp_pa
         np.testing.assert_array_equal(b["obs"][:, 1], -ids)
         np.testing.assert_array_equal(b["action"], ids % 4)
         # every row, by logical position, and a slice
-        np.testing.assert_array_equal(store.read(np.arange(CAP), fields=["obs"])["obs"][:, 0], np.arange(lo, hi))
-        a = int(rng.integers(0, CAP - 10))
-        assert len(store) == CAP
+        np.testing.assert_array_equal(store.read(np.arange(hi - lo), fields=["obs"])["obs"][:, 0],
+                                      np.arange(lo, hi))
+        a = int(rng.integers(0, hi - lo - 10))
+        assert len(store) == hi - lo
         np.testing.assert_array_equal(store[a:a + 10]["action"], np.arange(lo + a, lo + a + 10) % 4)
         # the committed rows the buffered ones hide, by id, are still the committed ones
         clo = store.total - store.size
@@ -77,13 +79,14 @@ def test_the_writer_reads_buffered_rows_in_place_and_files_never_see_them(tmp_pa
         if rng.random() < 0.05:
             store.flush()
     assert mirrored > 100  # (the in-place path was the one exercised)
-    assert w.buffer.arrays is not w._own_arrays or not store._reader.mirror
+    assert (w.buffer.arrays is not w.buffer.own) == store._reader.mirror
     store.close()
     other.close()
     assert rs.verify(tmp_path / "s").ok
     final = rs.open(tmp_path / "s")
     lo, hi = final.id_range
-    np.testing.assert_array_equal(final.read_range(0, CAP, fields=["obs"])["obs"][:, 0], np.arange(lo, hi))
+    np.testing.assert_array_equal(final.read_range(0, len(final), fields=["obs"])["obs"][:, 0],
+                                  np.arange(lo, hi))
 
 
 def test_a_killed_writer_leaves_only_committed_rows(tmp_path):
@@ -142,3 +145,29 @@ def test_a_failed_write_out_keeps_every_row(tmp_path, fail_at):
     assert final.total == start + 60
     lo, hi = final.id_range
     np.testing.assert_array_equal(final.read_range(0, CAP, fields=["obs"])["obs"][:, 0], np.arange(lo, hi))
+
+
+def test_buffered_rows_that_reach_the_ring_end_move_to_the_buffer(tmp_path):
+    """A buffer larger than what is left before the ring's end: rows fill the private maps
+    up to the end, then move to the buffer's own arrays (no commit in between), and every
+    read stays exact; the next write-out writes them all in order."""
+    store = make(tmp_path / "s", buffer_rows=4096)
+    store.extend(rows(store.total, CAP - 2000))  # (committed: the cursor is 2,000 rows before the end)
+    store.flush()
+    gen = store.generation
+    assert store._reader.mirror and store._writer.buffer.limit == 2000
+    for k in range(3000):
+        g = store.total + store.buffered
+        store.append(**{key: v[0] for key, v in rows(g, 1).items()})
+        if k in (1998, 1999, 2000, 2999):
+            lo, hi = store.id_range
+            got = store.read(np.arange(CAP), fields=["obs"])["obs"][:, 0]
+            np.testing.assert_array_equal(got, np.arange(lo, hi))
+            b = rs.UniformSampler(store, 64, seed=k).sample()
+            np.testing.assert_array_equal(b["action"], b["obs"][:, 0].astype(np.int64) % 4)
+    assert not store._reader.mirror and store.generation == gen  # moved, not committed
+    store.close()
+    final = rs.open(tmp_path / "s")
+    lo, hi = final.id_range
+    np.testing.assert_array_equal(final.read_range(0, CAP, fields=["obs"])["obs"][:, 0], np.arange(lo, hi))
+    assert rs.verify(tmp_path / "s").ok

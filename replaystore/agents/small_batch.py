@@ -47,17 +47,27 @@ def update_small(agent, batch: Mapping[str, Any]) -> float | None:
     if tr is not None and (type(tr) is not nd or tr.dtype != np.bool_ or tr.shape != s.shape):
         return None
     ns, na = agent.n_states, agent.n_actions
-    u64 = np.uint64
-    if s.view(u64).max() >= ns or s2.view(u64).max() >= ns or a.view(u64).max() >= na:
-        return None  # (negative values wrap to huge ones)
     q = agent.q
     if not (q.flags.c_contiguous and agent.visits.flags.c_contiguous):
         return None
-    qf = q.reshape(-1)
-    flat = s * na + a
-    bootstrap = q[s2].max(axis=1)
+    if (s | s2 | a).min() < 0:
+        return None  # (the general path says which value is out of range)
+    try:  # (2-D indexing refuses rows and actions past the table's end)
+        bootstrap = q[s2].max(axis=1)
+        q_sa = q[s, a]
+    except IndexError:
+        return None
     bootstrap[term] = 0.0
-    td = r + agent.gamma * bootstrap - qf[flat]
+    td = r + agent.gamma * bootstrap - q_sa
+    flat = s * na + a
+    qf = q.reshape(-1)
+    vf = agent.visits.reshape(-1)
+    if len(set(flat.tolist())) == m:  # (no cell twice: the common case, no averaging)
+        n = vf[flat] + 1
+        vf[flat] = n
+        delta = agent._step_size(1, n) * td
+        qf[flat] += delta
+        return float(np.abs(delta).max())
     n_cells = ns * na
     scratch = agent._scratch
     if scratch is None or len(scratch[0]) != n_cells:
@@ -71,7 +81,6 @@ def update_small(agent, batch: Mapping[str, Any]) -> float | None:
     acc[flat] = 0.0
     # every copy of a cell carries the same k and mean, so writing them all (last one
     # wins) applies the step once per cell
-    vf = agent.visits.reshape(-1)
     n = vf[flat] + k
     vf[flat] = n
     delta = agent._step_size(k, n) * mean_td

@@ -39,15 +39,30 @@ class WriteBuffer:
     def __init__(self, schema: Schema, capacity: int) -> None:
         self.schema = schema
         self.capacity = int(capacity)
-        self.arrays = {f.name: np.zeros((self.capacity, *f.shape), f.dtype) for f in schema}
+        self.own = {f.name: np.zeros((self.capacity, *f.shape), f.dtype) for f in schema}
+        self.arrays = self.own  # where rows go: ``own``, or views bound by :meth:`bind`
+        self.limit = self.capacity  # rows ``arrays`` can hold
         self.n = 0  # rows in ``arrays``
         self.pending: list[dict[str, np.ndarray]] = []  # rows a failed write left, in order
+        #: called after :meth:`demote` (the writer's fast path holds the arrays)
+        self.on_demote: Callable[[], None] | None = None
 
-    def rebind(self, arrays: dict[str, np.ndarray]) -> None:
-        """Hold the next rows in ``arrays`` (same fields, ``capacity`` rows each), e.g. views
-        of the rows' own places in a private map; only when empty."""
+    def bind(self, views: dict[str, np.ndarray] | None) -> None:
+        """Hold the next rows in ``views`` (same fields, at most ``capacity`` rows each), e.g.
+        the rows' own places in a private map, or in ``own`` (``None``); only when empty."""
         assert not self.n and not self.pending
-        self.arrays = arrays
+        self.arrays = views if views is not None else self.own
+        self.limit = len(next(iter(self.arrays.values()))) if views is not None else self.capacity
+
+    def demote(self) -> None:
+        """Bound views full before ``capacity`` rows: move the rows to ``own`` and go on there."""
+        if self.arrays is self.own:
+            return
+        for name, a in self.arrays.items():
+            self.own[name][: self.n] = a[: self.n]
+        self.arrays, self.limit = self.own, self.capacity
+        if self.on_demote is not None:
+            self.on_demote()
 
     @property
     def count(self) -> int:
@@ -72,7 +87,9 @@ class WriteBuffer:
                 self.pending.append(copy_rows(arrays, 0, n))
                 raise
         while src < n:
-            m = min(n - src, self.capacity - self.n)
+            if self.n == self.limit < self.capacity:
+                self.demote()
+            m = min(n - src, self.limit - self.n)
             for name, buf in self.arrays.items():
                 a = arrays[name]
                 if single:

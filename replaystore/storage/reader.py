@@ -328,7 +328,8 @@ class StoreReader:
             ext = self.extent(st)
             # in a writer whose buffered rows sit in its private maps, the oldest committed
             # rows' places already show buffered rows: read those from the files
-            from_files = self.mirror and self.tail is not None and a < lo + self.tail.count
+            from_files = (self.mirror and self.tail is not None
+                          and a < lo + size + self.tail.count - self.capacity)
             out = {}
             for name in names:
                 fio = self.ready(name, ext)
@@ -404,8 +405,9 @@ class BatchReader:
                     self._read_with_tail(indices, out)
             if tail is None or not tail.count or mirrored:
                 total, size, cap = int(st["total"]), int(st["size"]), reader.capacity
-                if mirrored:  # a full ring: the buffered rows are in place
+                if mirrored:  # a ring whose buffered rows are in place
                     total += tail.n
+                    size = min(size + tail.n, cap)
                 start = ring.oldest_physical(total, size, cap)
                 if not start:
                     phys = indices

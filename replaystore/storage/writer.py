@@ -81,8 +81,9 @@ class StoreWriter:
             rows = min(rows, capacity)
         self.buffer = WriteBuffer(schema, rows)
         reader.tail = self.buffer
-        self._own_arrays = self.buffer.arrays
         self._deferred = bool(validator.deferred)
+        self._private: list[tuple[int, int]] = []  # physical rows written into private maps
+        self.buffer.on_demote = self._demoted
         self._bind()
         self._last_commit = time.monotonic()
         self._since_commit = 0
@@ -100,19 +101,24 @@ class StoreWriter:
             self.live.raise_floor(self.reader.total - self.reader.size)
 
     # -- where buffered rows are held ------------------------------------------------------
+    #: bind the buffer to the private maps only for at least this many rows
+    MIN_BOUND_ROWS = 1024
+
     def _bind(self) -> None:
-        """Point the (empty) write buffer at the rows' own places in the fields' private maps
-        when a full ring's next ``buffer.capacity`` rows fit before its end: reads in this
-        process then find buffered rows where committed ones are (one gather per field, see
-        ``BatchReader``), and a write-out writes them from there. Else the buffer's own arrays."""
+        """Point the (empty) write buffer at the rows' own places in the fields' private maps,
+        from the ring's cursor to at most its end, in chunks already mapped (a ring that is
+        full, or has not wrapped yet): reads in this process then find buffered rows where
+        committed ones are (one gather per field, see ``BatchReader``), and a write-out
+        writes them from there. When those places fill up before the buffer does (the
+        ring's end), the rows move to the buffer's own arrays (``WriteBuffer.demote``)."""
         buf, cap = self.buffer, self.capacity
         if buf.n or buf.pending:
             return
         views = None
-        if cap is not None and self.reader.size == cap:
+        if cap is not None and self.reader.size in (cap, self.reader.total):  # (full, or not yet wrapped)
             start = int(self.reader.state["cursor"])
-            stop = start + buf.capacity
-            if stop <= cap:
+            stop = min(start + buf.capacity, cap)
+            if stop - start >= min(self.MIN_BOUND_ROWS, buf.capacity):
                 views = {}
                 for name, fio in self.fields.items():
                     view = self.reader.ready(name).view if fio.mapped else None
@@ -121,11 +127,21 @@ class StoreWriter:
                         views = None
                         break
                     views[name] = v
-        buf.rebind(views or self._own_arrays)
+                if views is not None:
+                    self._private.append((start, stop))
+        buf.bind(views)
         self.reader.mirror = views is not None
+        self._compile()
+
+    def _compile(self) -> None:
+        buf = self.buffer
         self._put_one = self.validator.compile_put(buf.arrays)
         self._episode_col = buf.arrays["episode"]
         self._step_col = buf.arrays["step"]
+
+    def _demoted(self) -> None:
+        self.reader.mirror = False
+        self._compile()
 
     # -- counters -------------------------------------------------------------------------
     @property
@@ -142,7 +158,7 @@ class StoreWriter:
         buf = self.buffer
         i = buf.n
         put = self._put_one
-        if put is not None and i < buf.capacity and not buf.pending and put(row, i):
+        if put is not None and i < buf.limit and not buf.pending and put(row, i):
             # the fast path: the row is checked and already in the buffer (validate.py)
             st = self.state
             step = st["step"]
@@ -156,8 +172,11 @@ class StoreWriter:
             i += 1
             buf.n = i
             self._since_commit += 1
-            if i == buf.capacity:
-                self._write_buffer()
+            if i == buf.limit:
+                if i < buf.capacity:
+                    buf.demote()
+                else:
+                    self._write_buffer()
             if self._timed:
                 self._commit_if_due()
             return
@@ -302,10 +321,11 @@ class StoreWriter:
         new_size = new_total if cap is None else min(cap, size + n)
         self.commit_state({**self.state, "size": new_size, "total": new_total,
                            "cursor": new_total % cap if cap is not None else new_total})
-        if self.reader.mirror:  # (the files hold those rows now: drop the private copies)
+        if self._private:  # (the files hold those rows now: drop the private copies)
             for fio in self.fields.values():
-                for a, b, dst in segments:
-                    fio.view.discard(dst, dst + (b - a))
+                for a, b in self._private:
+                    fio.view.discard(a, b)
+            self._private = []
         self._bind()
 
     def commit_state(self, state: dict) -> None:
@@ -360,7 +380,7 @@ class StoreWriter:
 
     def release(self) -> None:
         self.reader.mirror = False
-        self.buffer.arrays = self._own_arrays  # (no views into the maps stay alive)
+        self.buffer.arrays, self.buffer.limit = self.buffer.own, self.buffer.capacity  # (no views stay alive)
         self._episode_col = self._step_col = self._put_one = None
         for crc in self._crc.values():
             crc.close()
