@@ -530,8 +530,9 @@ def merge(out, inputs, append, allow_different_env, capacity, chunk_rows, codecs
 
 # -- demo ----------------------------------------------------------------------------------------
 @main.command()
-@click.option("--data", type=click.Path(), default=str(DEMO_STORE), show_default=True,
-              help="Store to train on (the bundled FrozenLake dataset).")
+@click.option("--data", type=click.Path(), default=None,
+              help="Store to train on [default: the bundled FrozenLake 4x4 slippery dataset, "
+                   "shipped inside the package].")
 @click.option("--gamma", type=click.FloatRange(0, 1, max_open=True), default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True)
@@ -546,8 +547,8 @@ def demo(data, gamma, seed, episodes, out, trust_env_id):
     """
     from .demo import run_demo
 
-    run_demo(data, gamma=gamma, seed=seed, episodes=episodes, out=out, echo=click.echo,
-             trust_env_id=trust_env_id)
+    run_demo(DEMO_STORE if data is None else data, gamma=gamma, seed=seed, episodes=episodes, out=out,
+             echo=click.echo, trust_env_id=trust_env_id)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,7 +35,9 @@ from .training import OfflineTrainer, TrainResult, evaluate
 __all__ = ["run_demo", "DemoReport", "DATA_DIR", "DEMO_STORE"]
 
 #: the bundled data, next to the package in a source checkout
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+#: the bundled dataset ships inside the package (package data; ``data/`` at the top of a
+#: source checkout is a link to it)
+DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_STORE = DATA_DIR / "frozenlake-4x4-slippery.zarr"
 
 
