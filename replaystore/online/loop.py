@@ -78,6 +78,7 @@ class OnlineResult:
 
     @property
     def steps_per_second(self) -> float:
+        """Env steps of this call per second of it (evaluations and commits included)."""
         return self.steps_this_call / self.seconds if self.seconds > 0 else math.inf
 
     def to_dict(self) -> dict:
