@@ -470,3 +470,22 @@ def test_state_dict_is_a_copy(tmp_path):
     fresh.load_state_dict(before)
     before["ahead"]["start"]["state"]["state"] = "edited after loading"
     assert all(np.array_equal(e, fresh.sample()["obs"]) for e in expected)
+
+
+def test_balanced_keeps_buffered_ids_per_class_incrementally(tmp_path):
+    """The online loop appends one row before every batch: the per-class ids of buffered
+    rows are extended, not recomputed; they must always equal a recomputation."""
+    store = make_store(tmp_path / "s", 40, capacity=300)
+    s = rs.BalancedSampler(store, by="reward_sign", batch_size=8, seed=0)
+    rng = np.random.default_rng(5)
+    for k in range(400):
+        append(store, int(rng.integers(1, 4)))
+        if k % 37 == 0:
+            store.flush()
+        s.sample()
+        lo, _ = store.id_range
+        classes, ids = list(s.index.classes), [s.index.ids_view(j) for j in range(len(s.index.classes))]
+        got = s._tail_ids(lo, list(classes), list(ids))
+        want = s._tail_ids_all(lo, list(classes), list(ids))
+        assert [g.tolist() for g in got] == [w.tolist() for w in want]
+        assert sum(len(g) for g in got) == store.buffered

@@ -47,6 +47,7 @@ class BalancedSampler(Sampler):
                 if not np.isfinite(w) or w < 0:
                     raise SamplerError(f"class_weights[{c!r}] = {w!r}; expected a finite weight >= 0")
         self._gen = None
+        self._tail_cache: dict | None = None  # buffered rows' ids per class (see _tail_ids)
         self._refresh(force=True)
 
     def _refresh(self, force: bool = False) -> None:
@@ -98,11 +99,46 @@ class BalancedSampler(Sampler):
         self._gen = key
 
     def _tail_ids(self, lo: int, classes: list[int], ids: list[np.ndarray]) -> list[np.ndarray]:
-        """Global ids of the buffered rows of each class (classes seen only there are added)."""
+        """Global ids of the buffered rows of each class (classes seen only there are added).
+
+        Kept across calls while the buffer only grows (the online loop: one row appended
+        before each batch): only the rows buffered since the last call are keyed."""
+        store = self.store
+        b, first = store.buffered, store.total
+        cache = self._tail_cache
+        if not b or lo > first:  # (nothing buffered, or a ring evicting buffered rows)
+            self._tail_cache = None
+            return self._tail_ids_all(lo, classes, ids) if b else [np.empty(0, np.int64) for _ in classes]
+        if cache is None or cache["first"] != first or cache["n"] > b:
+            cache = self._tail_cache = {"first": first, "n": 0, "ids": {}, "len": {}}
+        if cache["n"] < b:
+            needs = self.index.spec.needs()
+            rows = store.buffered_rows(needs)
+            keys = self.index.spec.keys({k: v[cache["n"] : b] for k, v in rows.items()})
+            row_ids = np.arange(first + cache["n"], first + b, dtype=np.int64)
+            values = (keys[:1] if len(keys) == 1 else np.unique(keys)).tolist()
+            for value in values:
+                new = row_ids if len(values) == 1 else row_ids[keys == value]
+                have = cache["ids"].get(value)
+                n0 = cache["len"].get(value, 0)
+                if have is None or n0 + len(new) > len(have):  # grow by doubling
+                    grown = np.empty(max(2 * (n0 + len(new)), 64), np.int64)
+                    if have is not None:
+                        grown[:n0] = have[:n0]
+                    have = cache["ids"][value] = grown
+                have[n0 : n0 + len(new)] = new
+                cache["len"][value] = n0 + len(new)
+            cache["n"] = b
+        for value in cache["ids"]:
+            if value not in classes:
+                classes.append(int(value))
+                ids.append(np.empty(0, np.int64))
+        return [cache["ids"][c][: cache["len"][c]] if c in cache["ids"] else np.empty(0, np.int64)
+                for c in classes]
+
+    def _tail_ids_all(self, lo: int, classes: list[int], ids: list[np.ndarray]) -> list[np.ndarray]:
         store = self.store
         tail = [np.empty(0, np.int64) for _ in classes]
-        if not store.buffered:
-            return tail
         keys = self.index.spec.keys(store.buffered_rows(self.index.spec.needs()))
         first = store.total
         row_ids = np.arange(first, first + len(keys), dtype=np.int64)
