@@ -125,11 +125,13 @@ def main() -> None:
 @click.option("--num-envs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run K environments side by side (gymnasium sync vector env).")
 @click.option("--capacity", type=click.IntRange(min=1), help="Make a ring buffer keeping the newest C rows.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the environment resets and the policy's random actions.")
 @click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\'.')
 @click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk file (new stores; default by size).")
 @click.option("--codecs", help="Compression for a new store: none, zstd[:level], lz4, blosc-lz4, gzip.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def collect(env_id, out, steps, episodes, policy, qtable, epsilon, num_envs, capacity, seed, env_kwargs,
             chunk_rows, codecs, progress):
     """Run ENV_ID with a policy and record every transition into --out.
@@ -164,7 +166,8 @@ def info(path):
 
 @main.command()
 @click.argument("path", type=click.Path())
-@click.option("-n", "rows", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("-n", "rows", type=click.IntRange(min=0), default=10, show_default=True,
+              help='Rows to show.')
 @click.option("--fields", help="Comma-separated fields to show (default: all narrow ones).")
 def head(path, rows, fields):
     """The first rows of a store as a pandas table.
@@ -192,9 +195,11 @@ def episodes(path, rows):
 
 @main.command()
 @click.argument("path", type=click.Path())
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help='Rows in the batch.')
 @click.option("--balanced-by", help="Balance classes of this discrete field (or reward_sign).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the sampler's random generator.")
 @click.option("--fields", help="Comma-separated fields to show.")
 def sample(path, batch_size, balanced_by, seed, fields):
     """Draw one batch and print it.
@@ -234,25 +239,31 @@ def verify(path, repair):
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the store instead.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Minibatches of B sampled rows (default: full sweeps over the store).")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help='Base learning rate in (0, 1] (see --alpha-schedule).')
 @click.option("--alpha-schedule", type=click.Choice(["auto", "visits", "polynomial", "constant"]),
               default="auto", show_default=True,
               help="Step-size schedule; auto = constant for sweeps, visits for minibatches.")
-@click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True)
+@click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help='Discount factor.')
 @click.option("--balanced-by", help="Sample class-balanced by this discrete field.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help='Seed of the sampler and of the evaluation episodes.')
 @click.option("--tol", type=float, default=1e-6, show_default=True,
               help="Stop when the bound on the Q-table's remaining error is below this.")
-@click.option("--max-updates", type=click.IntRange(min=1), default=500_000, show_default=True)
+@click.option("--max-updates", type=click.IntRange(min=1), default=500_000, show_default=True,
+              help='Stop after this many updates even if the Q-table still changes.')
 @click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate every K updates.")
-@click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True,
+              help='Episodes of each evaluation (with --eval-every).')
 @click.option("--env", "env_id", help="Environment for evaluation (default: the store's env id).")
 @click.option("--env-kwargs", help="Evaluation env kwargs as JSON (default: the store's).")
 @click.option("--log", "log_csv", type=click.Path(dir_okay=False), help="Write metrics to this CSV.")
 @click.option("--trust-env-id", is_flag=True,
               help="Make the store's recorded env id even in the module:Env-v0 form, which imports "
                    "that module (refused by default: a store is data).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, balanced_by, seed, tol,
           max_updates, eval_every, eval_episodes, env_id, env_kwargs, log_csv, trust_env_id, progress):
     """Train a tabular Q-learning agent offline from the store at PATH.
@@ -273,9 +284,12 @@ def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, 
 @main.command()
 @click.argument("env_id")
 @click.argument("qtable", type=click.Path(dir_okay=False))
-@click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--epsilon", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True,
+              help='Episodes to run.')
+@click.option("--seed", type=int, default=0, show_default=True,
+              help='Seed of the first episode (episode k uses seed + k) and of the random actions.')
+@click.option("--epsilon", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help='Probability of a random action (0: the greedy policy).')
 @click.option("--env-kwargs", help="Environment keyword arguments as JSON.")
 def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
     """Run a saved Q-table greedily in ENV_ID: mean return, success rate, episode length.
@@ -299,30 +313,39 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
 @click.option("--capacity", required=True, type=click.IntRange(min=2), help="Ring capacity in rows.")
 @click.option("--steps", required=True, type=click.IntRange(min=1), help="Env steps of the whole run.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to save Q.npy.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help='Seed of the run: env resets, exploration, the sampler (all derived from it).')
+@click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help='Discount factor.')
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help='Base learning rate in (0, 1] (see --alpha-schedule).')
 @click.option("--alpha-schedule", type=click.Choice(["visits", "polynomial", "constant"]),
               default="visits", show_default=True, help="Step-size schedule of the Q-learning agent.")
 @click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\'.')
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--updates-per-step", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help='Transitions per update.')
+@click.option("--updates-per-step", type=click.IntRange(min=0), default=1, show_default=True,
+              help='Updates (each one sampled batch) after every env step.')
 @click.option("--learning-starts", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Rows stored before updates begin.")
-@click.option("--epsilon-start", type=click.FloatRange(0, 1), default=1.0, show_default=True)
-@click.option("--epsilon-end", type=click.FloatRange(0, 1), default=0.05, show_default=True)
+@click.option("--epsilon-start", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help='Exploration rate at the first step.')
+@click.option("--epsilon-end", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help='Exploration rate after --epsilon-fraction of the run.')
 @click.option("--epsilon-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of the run over which epsilon decays linearly.")
 @click.option("--commit-every", type=click.IntRange(min=1), default=None,
               help="Commit the buffer and save the run state every N env steps "
                    "[default: 10000, less for rings with a smaller write buffer].")
 @click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate the greedy policy every N steps.")
-@click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True,
+              help='Episodes of each evaluation (with --eval-every; the gap to optimal needs none).')
 @click.option("--balanced-by", help="Sample class-balanced by this discrete field (or reward_sign).")
 @click.option("--log", "log_csv", type=click.Path(dir_okay=False),
               help="Write the learning curves (episodes, evaluations, TD) to this CSV.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --buffer (same settings).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def learn(env_id, buffer, capacity, steps, out, seed, gamma, alpha, alpha_schedule, env_kwargs, batch_size,
           updates_per_step, learning_starts, epsilon_start, epsilon_end, epsilon_fraction, commit_every,
           eval_every, eval_episodes, balanced_by, log_csv, resume, progress):
@@ -383,7 +406,8 @@ def _clean_leftovers(out: str) -> None:
 @click.argument("path", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def pack(path, out, overwrite, progress):
     """Pack the store PATH (a directory or URL) into the single zip file OUT.
 
@@ -440,7 +464,8 @@ def _interop(fn, *args, **kwargs):
 @click.option("--trust-env-id", is_flag=True,
               help="minari: make the store's recorded env id even in the module:Env-v0 form, which imports "
                    "that module (refused by default: a store is data).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def export(path, out, fmt, fields, include_images, overwrite, trust_env_id, progress):
     """Export the store PATH to OUT: a Parquet or CSV file, or a Minari dataset.
 
@@ -475,7 +500,8 @@ def export(path, out, fmt, fields, include_images, overwrite, trust_env_id, prog
 @click.option("--env", "env_id", help="d4rl: env id to record in the store.")
 @click.option("--env-kwargs", help="d4rl: env kwargs to record, as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace the store OUT if it exists.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def import_(src, out, fmt, discrete_actions, env_id, env_kwargs, overwrite, progress):
     """Create the store OUT from SRC: a Minari dataset or a D4RL-style HDF5 file.
 
@@ -506,7 +532,8 @@ def import_(src, out, fmt, discrete_actions, env_id, env_kwargs, overwrite, prog
               help="Make a new OUT a ring keeping the newest C rows (default: unbounded).")
 @click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk file of OUT (default: the first input's).")
 @click.option("--codecs", help="Compression of OUT: none, zstd[:level], lz4, blosc-lz4, gzip (default: the first input's).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def merge(out, inputs, append, allow_different_env, capacity, chunk_rows, codecs, progress):
     """Concatenate the stores INPUTS (same fields and spaces) into the new store OUT.
 
@@ -533,9 +560,12 @@ def merge(out, inputs, append, allow_different_env, capacity, chunk_rows, codecs
 @click.option("--data", type=click.Path(), default=None,
               help="Store to train on [default: the bundled FrozenLake 4x4 slippery dataset, "
                    "shipped inside the package].")
-@click.option("--gamma", type=click.FloatRange(0, 1, max_open=True), default=0.95, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--gamma", type=click.FloatRange(0, 1, max_open=True), default=0.95, show_default=True,
+              help='Discount factor.')
+@click.option("--seed", type=int, default=0, show_default=True,
+              help='Seed of training and of the evaluation episodes.')
+@click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True,
+              help='Episodes of the evaluation.')
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also save the Q-table here.")
 @click.option("--trust-env-id", is_flag=True,
               help="Make the store's recorded env id even in the module:Env-v0 form, which imports "

@@ -786,3 +786,11 @@ def test_error_output_goes_to_stderr(tmp_path):
     r = CliRunner().invoke(main, ["info", str(path)])
     assert r.stdout == "" and r.stderr.startswith("Error:")
     assert json.dumps(str(path))[1:-1] in r.stderr
+
+
+def test_every_option_of_every_command_has_help_text():
+    import click
+
+    missing = [f"{name} {p.opts[-1]}" for name, cmd in main.commands.items() for p in cmd.params
+               if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert not missing, f"options without help text: {missing}"
