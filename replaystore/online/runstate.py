@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptStoreError
+from ..storage.files import fsync_dir
 
 __all__ = ["RunDir", "to_json_and_arrays", "from_json_and_arrays"]
 
@@ -72,12 +73,6 @@ def from_json_and_arrays(doc: Any, arrays: Any) -> Any:
     return doc
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RunDir:
@@ -111,7 +106,7 @@ class RunDir:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def load(self, step: int) -> dict[str, Any]:
         """The state saved for ``step`` (:class:`CorruptStoreError` if unreadable)."""

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import CorruptStoreError, StoreLockedError, StoreModeError
 from . import layout
 
-__all__ = ["atomic_write_json", "read_json", "parse_json", "check_json_depth", "MAX_JSON_BYTES",
+__all__ = ["fsync_dir", "atomic_write_json", "read_json", "parse_json", "check_json_depth", "MAX_JSON_BYTES",
            "MAX_JSON_DEPTH", "WriterLock", "LiveFloor", "remove_stray_temps"]
 
 #: the largest JSON document (``zarr.json`` and the like) a store may hold: a larger one is
@@ -22,6 +22,15 @@ __all__ = ["atomic_write_json", "read_json", "parse_json", "check_json_depth", "
 MAX_JSON_BYTES = 64 << 20
 #: the deepest nesting of arrays and objects a store's JSON documents may have
 MAX_JSON_DEPTH = 100
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory, so the names created or renamed in it reach the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: Path, obj: dict, *, fsync: bool = False) -> None:
@@ -37,11 +46,7 @@ def atomic_write_json(path: Path, obj: dict, *, fsync: bool = False) -> None:
         os.close(fd)
     os.replace(tmp, path)
     if fsync:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)
 
 
 def read_json(path: Path, *, what: str = "metadata") -> Any:

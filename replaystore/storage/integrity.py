@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layout
-from .files import read_at_most
+from .files import fsync_dir, read_at_most
 from .schema import Field
 
 __all__ = ["BlockChecksums", "Records", "Expected", "block_rows_for", "changed_blocks",
@@ -317,11 +317,7 @@ def rebuild_checksums(root: Path, f: Field, intervals: list[tuple[int, int]], ge
 
             shutil.rmtree(path)
         os.replace(tmp, path)
-    dfd = os.open(crc_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(crc_dir)
 
 
 def changed_blocks(block_rows: int, before: list[tuple[int, int]], after: list[tuple[int, int]],

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ReplayStoreError, StoreExistsError, StoreWriteError
-from . import layout
+from . import files, layout
 from .files import exchange_paths, pid_alive
 
 __all__ = ["temp_path", "is_job_temp", "clean_leftovers", "swap_into_place", "job_output",
@@ -176,11 +176,7 @@ def clean_leftovers(directory: str | os.PathLike) -> list[Path]:
 def fsync_dir(p: str | os.PathLike) -> None:
     """fsync a directory (its entries reach the disk); errors are ignored."""
     with contextlib.suppress(OSError):
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        files.fsync_dir(p)
 
 
 def sync_tree(root: str | os.PathLike) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import CorruptStoreError, StoreWriteError
 from .. import layout
 from ..backends import LocalBackend
-from ..files import atomic_write_json, exchange_paths, pid_alive
+from ..files import atomic_write_json, exchange_paths, fsync_dir, pid_alive
 from ..integrity import rebuild_checksums
 from ..metadata import write_backup, write_group
 from ..ring import committed_intervals, physical_ranges
@@ -276,18 +276,12 @@ def _exchange(a: Path, b: Path) -> None:
     """Swap two directories atomically (Linux ``renameat2``), or as close as the platform
     allows (two renames: a kill between them leaves the old store at a hidden name)."""
     if exchange_paths(a, b):
-        _fsync_dir(b.parent)
+        fsync_dir(b.parent)
         return
     old = b.with_name(f"{_aside_prefix(b)}old-{os.getpid()}.tmp")
     os.rename(b, old)
     os.rename(a, b)
     os.rename(old, a)
-    _fsync_dir(b.parent)
+    fsync_dir(b.parent)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
