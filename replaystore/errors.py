@@ -34,7 +34,19 @@ __all__ = [
 
 
 class ReplayStoreError(Exception):
-    """Root of every error replaystore raises on purpose."""
+    """Root of every error replaystore raises on purpose.
+
+    ``cli`` is the same message in command-line words (``--overwrite`` where the message
+    says ``overwrite=True``); the ``replaystore`` command prints it instead of ``str(e)``.
+
+    >>> e = StoreExistsError("x.zarr: exists; pass overwrite=True", cli="x.zarr: exists; use --overwrite")
+    >>> str(e), e.cli_message
+    ('x.zarr: exists; pass overwrite=True', 'x.zarr: exists; use --overwrite')
+    """
+
+    def __init__(self, *args: object, cli: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli_message = cli
 
 
 class SchemaError(ReplayStoreError, ValueError):

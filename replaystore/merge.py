@@ -278,8 +278,9 @@ def _check_out(out, loc, *, append: bool, capacity, chunk_rows, codecs, storage_
         loc.close()  # only looked at: a .zip is never written
     if exists and not append:
         raise StoreExistsError(
-            f"{out}: already exists; merge into a new path, or pass --append (append=True) to "
-            "add the inputs to this store"
+            f"{out}: already exists; merge into a new path, or pass append=True to add the inputs "
+            "to this store",
+            cli=f"{out}: already exists; merge into a new path, or use --append to add the inputs to this store",
         )
     if not loc.writable or (local is not None and local.suffix.lower() == ".zip" and not exists):
         raise StoreModeError(

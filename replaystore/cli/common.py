@@ -65,14 +65,26 @@ def fields_arg(value: str | None) -> list[str] | None:
 
 
 class _Group(click.Group):
-    """Turn expected errors into ``Error: <one line>`` and a non-zero exit, never a traceback."""
+    """Turn expected errors into ``Error: <one line>`` and a non-zero exit, never a traceback;
+    list each command with its whole first sentence (wrapped, never cut off with ``...``)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (ReplayStoreError, FileExistsError, FileNotFoundError, PermissionError,
                 IsADirectoryError, NotADirectoryError) as e:
-            raise click.ClickException(" ".join(str(e).split())) from None
+            msg = getattr(e, "cli_message", None) or str(e)  # (in command-line words, if given)
+            raise click.ClickException(" ".join(msg.split())) from None
         except OSError as e:  # disk full, I/O errors
             raise click.ClickException(" ".join(f"{e.filename or ''}: {e.strerror or e}".split())) from None
 

@@ -167,10 +167,11 @@ class OnlineTrainer:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise SamplerError(f"seed must be an int, got {seed!r}")
         if commit_every >= store.buffer_rows:
-            raise SamplerError(f"{store.path}: commit_every ({commit_every}) must be smaller than the "
-                               f"store's write buffer ({store.buffer_rows} rows), or the store would "
-                               "commit on its own between the run's commits (open it with a larger "
-                               "buffer_rows=, or commit more often)")
+            why = (f"{store.path}: commit_every ({commit_every}) must be smaller than the store's write "
+                   f"buffer ({store.buffer_rows} rows), or the store would commit on its own between "
+                   "the run's commits")
+            raise SamplerError(f"{why} (open it with a larger buffer_rows=, or commit more often)",
+                               cli=f"{why.replace('commit_every', '--commit-every', 1)} (give a smaller --commit-every)")
         where = f"{store.path}: store"
         check_fits(where, store.observation_space, store.action_space, agent, SamplerError)
         check_fits(f"environment {env.spec.id if env.spec else env}", env.observation_space,
@@ -360,8 +361,9 @@ class OnlineTrainer:
         if eval_every is not None and (not isinstance(eval_every, int | np.integer) or eval_every < 1):
             raise SamplerError(f"eval_every must be a positive int or None, got {eval_every!r}")
         if not resume and self.run_dir.steps():
-            raise RunMismatchError(f"{self.run_dir.path}: a run is saved there; resume it "
-                                   "(resume=True, --resume) or start in a new store")
+            where = f"{self.run_dir.path}: a run is saved there"
+            raise RunMismatchError(f"{where}; resume it (resume=True) or start in a new store",
+                                   cli=f"{where}; continue it with --resume, or use a new --buffer")
         resumed = self._resume(steps) if resume else None
         if self.step > steps:
             raise RunMismatchError(f"{self.store.path}: the saved run is at step {self.step}, "

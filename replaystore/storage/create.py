@@ -207,7 +207,8 @@ def _clear_local(root, overwrite: bool) -> None:
     else:
         raise StoreExistsError(
             f"{root}: already exists; open it with replaystore.open(path, mode='a') "
-            "to append, or pass overwrite=True"
+            "to append, or pass overwrite=True",
+            cli=f"{root}: already exists; choose another path, or use --overwrite to replace it",
         )
 
 
@@ -245,7 +246,8 @@ def _clear_remote(loc, overwrite: bool) -> None:
     if not overwrite:
         raise StoreExistsError(
             f"{loc}: already exists; open it with replaystore.open(url, mode='a') to append, "
-            "or pass overwrite=True"
+            "or pass overwrite=True",
+            cli=f"{loc}: already exists; choose another URL, or use --overwrite to replace it",
         )
     try:
         load_meta(loc)

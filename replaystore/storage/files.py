@@ -138,10 +138,9 @@ class WriterLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise StoreModeError(
-                f"{self.path.parent}: cannot open for writing ({e.strerror}); the directory is not "
-                "writable: open the store with mode='r'"
-            ) from None
+            where = f"{self.path.parent}: cannot open for writing ({e.strerror}); the directory is not writable"
+            raise StoreModeError(f"{where}: open the store with mode='r'",
+                                 cli=f"{where}; read-only commands (info, sample, train...) still work") from None
         try:
             _lock(fd)
         except BlockingIOError:
@@ -149,9 +148,10 @@ class WriterLock:
                 pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             finally:
                 os.close(fd)
+            where = f"{self.path.parent}: store is open for writing by process {pid}"
             raise StoreLockedError(
-                f"{self.path.parent}: store is open for writing by process {pid}; open it with "
-                "mode='r' to read, or close that writer first"
+                f"{where}; open it with mode='r' to read, or close that writer first",
+                cli=f"{where}; wait for it to finish (read-only commands such as info and sample work meanwhile)",
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
