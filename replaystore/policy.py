@@ -20,7 +20,7 @@ a path, so it never imports the agents; ``import replaystore`` imports them, so 
 loaders are registered before anybody asks.
 
 >>> registered_formats()["replaystore.QLearningAgent"]
-('.npy',)
+('.npz', '.npy')
 """
 
 from __future__ import annotations

@@ -24,127 +24,39 @@ step-size schedule, train, save) in one call.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import itertools
 import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
 from .agents import Agent, QLearningAgent
+from .agents.qtable_files import refuse_existing
 from .envs import check_env_id, make_env
-from .errors import EmptyStoreError, EnvError, SamplerError, SpaceError
-from .policy import Policy, load_policy
+from .errors import EmptyStoreError, EnvError, SamplerError
+from .evaluation import check_fits, evaluate
+from .interrupts import interrupts_between_steps
 from .progress import Progress, as_progress
 from .sampling import BalancedSampler, Sampler, UniformSampler
 from .storage import TRANSITION_FIELDS, ReplayStore
 from .storage import open as open_store
+from .train_report import (
+    TrainInterrupted,
+    TrainLog,
+    TrainReport,
+    TrainResult,
+    count_rows,
+)
 
-__all__ = ["OfflineTrainer", "TrainResult", "TrainReport", "train_store", "evaluate", "make_env",
-           "check_env_id", "EnvError", "TRAIN_FIELDS"]
+__all__ = ["OfflineTrainer", "TrainResult", "TrainReport", "TrainInterrupted", "train_store",
+           "evaluate", "check_fits", "make_env", "check_env_id", "EnvError", "TRAIN_FIELDS"]
 
 TRAIN_FIELDS = TRANSITION_FIELDS
-
-
-@dataclass
-class TrainResult:
-    """What a training run did: updates, transitions replayed, convergence, evaluations."""
-
-    updates: int
-    transitions: int
-    seconds: float
-    converged: bool
-    stop_reason: str
-    last_max_dq: float
-    evaluations: list[dict] = field(default_factory=list)
-
-    @property
-    def transitions_per_second(self) -> float:
-        return self.transitions / self.seconds if self.seconds > 0 else math.inf
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "transitions_per_second": self.transitions_per_second}
-
-
-def check_fits(where: str, observation_space: Any, action_space: Any, policy: Policy,
-               error: type[Exception]) -> None:
-    """``policy.check_spaces`` with its :class:`SpaceError` re-raised as ``error`` naming
-    ``where`` (a store: :class:`SamplerError`; an environment: :class:`EnvError`). Spaces
-    a store does not record (``None``) are not checked."""
-    if observation_space is None or action_space is None:
-        return
-    try:
-        policy.check_spaces(observation_space, action_space)
-    except SpaceError as e:
-        raise error(f"{where}: {e}") from None
-
-
-def evaluate(
-    env: str | gym.Env,
-    agent: Policy | str | os.PathLike[str],
-    *,
-    episodes: int = 100,
-    seed: int = 0,
-    env_kwargs: Mapping[str, Any] | None = None,
-    epsilon: float = 0.0,
-    max_steps: int | None = None,
-) -> dict[str, float]:
-    """Run ``agent`` greedily (or epsilon-greedy) for ``episodes`` and report the results.
-
-    ``agent`` is any :class:`~replaystore.policy.Policy`, or the path of a saved one
-    (read with :func:`~replaystore.policy.load_policy`, e.g. a ``Q.npy``). Returns
-    ``mean_return``, ``std_return``, ``success_rate`` and ``mean_length``. An episode
-    counts as a success when the environment says so (``info["is_success"]``) or,
-    failing that, when it *terminated* on a positive reward (FrozenLake: reached the goal;
-    Taxi: delivered the passenger). Episodes are seeded ``seed, seed+1, ...``.
-    """
-    if not isinstance(episodes, int) or episodes <= 0:
-        raise EnvError(f"episodes must be a positive int, got {episodes!r}")
-    policy = agent if isinstance(agent, Policy) else load_policy(agent)
-    own = isinstance(env, str)
-    if not own and not isinstance(env, gym.Env):
-        raise EnvError(f"evaluate needs an env id or a gymnasium Env, got {env!r}")
-    env = make_env(env, env_kwargs) if own else env
-    try:
-        check_fits(f"environment {env.spec.id if env.spec else env}", env.observation_space,
-                   env.action_space, policy, EnvError)
-        rng = np.random.default_rng(seed)
-        limit = max_steps or (env.spec.max_episode_steps if env.spec else None) or 10_000
-        runs = [_episode(env, policy, seed + ep, epsilon, rng, limit) for ep in range(episodes)]
-    finally:
-        if own:
-            env.close()
-    returns, lengths, successes = zip(*runs, strict=True)
-    return {
-        "episodes": episodes,
-        "mean_return": float(np.mean(returns)),
-        "std_return": float(np.std(returns)),
-        "success_rate": float(np.mean(successes)),
-        "mean_length": float(np.mean(lengths)),
-    }
-
-
-def _episode(env: gym.Env, policy: Policy, seed: int, epsilon: float, rng: np.random.Generator,
-             limit: int) -> tuple[float, int, bool]:
-    """Return, length and success of one episode."""
-    obs, info = env.reset(seed=seed)
-    total, steps = 0.0, 0
-    while True:
-        obs, reward, terminated, truncated, info = env.step(policy.act(obs, epsilon=epsilon, rng=rng))
-        total += float(reward)
-        steps += 1
-        if terminated or truncated or steps >= limit:
-            if "is_success" in info:
-                return total, steps, bool(info["is_success"])
-            return total, steps, bool(terminated) and float(reward) > 0
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -262,6 +174,7 @@ class OfflineTrainer:
         eval_episodes: int = 100,
         eval_seed: int = 10_000,
         log_csv: str | Path | None = None,
+        log_every: int | None = None,
         progress: bool | Progress = False,
         callback: Callable[[int, float], None] | None = None,
         prefetch: int = 2,
@@ -276,41 +189,95 @@ class OfflineTrainer:
         minibatches); in sweep mode a run also stops when the agent certifies that its
         greedy policy is final (:meth:`~Agent.policy_certified`). ``max_updates`` caps the
         run; hitting it is reported in ``stop_reason`` with ``converged=False``.
-        ``progress`` is ``True`` (a line on stderr) or a :class:`~replaystore.progress.Progress`.
+
+        ``eval_every=K`` evaluates the greedy policy in ``eval_env`` (required then) every
+        K updates and once more at the end. ``log_csv`` gets a row per sweep, or per
+        ``log_every`` minibatch updates (default 1000), plus one at every evaluation and at
+        the end (columns: :data:`replaystore.train_report.COLUMNS`). ``progress`` is ``True``
+        (a line on stderr) or a :class:`~replaystore.progress.Progress`: it counts sweeps
+        (showing the bound) or updates (showing ``max |dQ|``). Ctrl-C raises
+        :class:`TrainInterrupted` (a ``KeyboardInterrupt``) holding the result so far,
+        after logging the last update; it takes effect when the current update (sweep,
+        evaluation) is done, so the agent holds whole updates (a second Ctrl-C stops at once).
         """
         plan = self._plan(updates, epochs, tol, window, max_updates)
-        evaluating = eval_env is not None and bool(eval_every)
+        if eval_every is not None:
+            if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+                raise SamplerError(f"eval_every must be a positive int, got {eval_every!r}")
+            if eval_env is None:
+                raise EnvError(f"eval_every={eval_every} needs eval_env= (an env id or a gymnasium "
+                               "Env) to evaluate in")
+        sweeping = self.sampler is None
+        every = 1 if sweeping else (log_every or 1000)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise SamplerError(f"log_every must be a positive int, got {log_every!r}")
         result = TrainResult(0, 0, 0.0, False, "", math.nan)
         quiet_for = 0
         t0 = time.perf_counter()
-        label = "converging" if plan.until_converged else "training"
-        with _CsvLog.open(log_csv) as log, as_progress(progress).task(plan.target, label) as bar:
-            for batch in self._batches(plan.target, prefetch):
-                dq = self._sweep() if batch is None else float(self.agent.update(batch))
-                self.updates += 1
-                result.updates += 1
-                result.transitions += plan.rows
-                result.last_max_dq = dq
-                quiet_for = quiet_for + 1 if dq * plan.scale < plan.tol else 0
-                if callback is not None:
-                    callback(result.updates, dq)
-                row = None
-                if evaluating and result.updates % eval_every == 0:
-                    ev = evaluate(eval_env, self.agent, episodes=eval_episodes, seed=eval_seed,
-                                  env_kwargs=env_kwargs)
-                    row = {"update": result.updates, **ev}
-                    result.evaluations.append(row)
-                if log is not None and (row is not None or result.updates % 100 == 0):
-                    log.write_update(result, dq, time.perf_counter() - t0, row)
-                bar.update(1, dq=dq)
-                result.stop_reason = self._converged(plan, dq, quiet_for)
-                if result.stop_reason:
-                    result.converged = True
-                    break
+
+        def evaluate_now() -> dict:
+            ev = evaluate(eval_env, self.agent, episodes=eval_episodes, seed=eval_seed,
+                          env_kwargs=env_kwargs)
+            row = {"update": result.updates, **ev}
+            result.evaluations.append(row)
+            return row
+
+        def log_row(log: TrainLog | None, dq: float, ev: dict | None) -> None:
+            if log is not None:
+                log.write(update=result.updates, transitions=result.transitions,
+                          sweep=result.updates if sweeping else None, max_dq=dq,
+                          bound=dq * plan.scale if sweeping else None,
+                          seconds=time.perf_counter() - t0, evaluation=ev)
+
+        total, label = self._bar(plan, sweeping)
+        with (TrainLog.open(log_csv) as log, as_progress(progress).task(total, label) as bar,
+              interrupts_between_steps() as interrupted):
+            try:
+                for batch in self._batches(plan.target, prefetch):
+                    dq = self._sweep() if batch is None else float(self.agent.update(batch))
+                    self.updates += 1
+                    result.updates += 1
+                    result.transitions += plan.rows
+                    result.last_max_dq = dq
+                    quiet_for = quiet_for + 1 if dq * plan.scale < plan.tol else 0
+                    if callback is not None:
+                        callback(result.updates, dq)
+                    result.stop_reason = self._converged(plan, dq, quiet_for)
+                    last = bool(result.stop_reason) or result.updates >= plan.target
+                    ev = None
+                    if eval_every and (result.updates % eval_every == 0 or last):
+                        ev = evaluate_now()
+                    if ev is not None or last or result.updates % every == 0:
+                        log_row(log, dq, ev)
+                    bar.update(1, **({"bound": dq * plan.scale} if sweeping else {}), dq=dq)
+                    if interrupted():
+                        raise KeyboardInterrupt
+                    if result.stop_reason:
+                        result.converged = True
+                        break
+            except KeyboardInterrupt as exc:
+                result.seconds = time.perf_counter() - t0
+                result.interrupted = True
+                result.stop_reason = f"interrupted (Ctrl-C) after {result.updates} updates"
+                if log is not None and result.updates and log.last_update != result.updates:
+                    log_row(log, result.last_max_dq, None)
+                raise TrainInterrupted(result) from exc
         result.seconds = time.perf_counter() - t0
         if not result.stop_reason:
             result.stop_reason = self._unfinished(plan, result)
         return result
+
+    @staticmethod
+    def _bar(plan: _Plan, sweeping: bool) -> tuple[int | None, str]:
+        """What the progress bar counts: sweeps until the bound is below tol (how many is
+        not known ahead), a requested number of sweeps or updates, or updates up to the cap."""
+        if sweeping:
+            if plan.until_converged:
+                return None, f"sweeps until bound < {plan.tol:g}"
+            return plan.target, "sweeps"
+        if plan.until_converged:
+            return plan.target, "updates until converged, at most"
+        return plan.target, "updates"
 
     def _converged(self, plan: _Plan, dq: float, quiet_for: int) -> str:
         """Why the run may stop after this update ("" if it goes on)."""
@@ -333,29 +300,6 @@ class OfflineTrainer:
                 "tol" + ("" if self.sampler is None else ", or train in sweeps (no batch size)"))
 
 
-@dataclass
-class TrainReport:
-    """What :func:`train_store` did: the run, the trained agent and where it was saved."""
-
-    path: str
-    out: str | None
-    mode: str
-    result: TrainResult
-    agent: QLearningAgent
-
-    def lines(self) -> list[str]:
-        """The report ``replaystore train`` prints."""
-        res = self.result
-        unit = "sweeps" if self.mode == "sweeps" else "updates"
-        lines = [f"{res.updates:,} {unit} ({res.transitions:,} transitions, "
-                 f"{res.transitions_per_second:,.0f}/s): {res.stop_reason}"]
-        lines += [f"  update {ev['update']:>8,}: mean return {ev['mean_return']:.3f}, "
-                  f"success {ev['success_rate']:.2%}" for ev in res.evaluations[-3:]]
-        if self.out is not None:
-            lines.append(f"saved Q-table {self.agent.q.shape} to {self.out}")
-        return lines
-
-
 def train_store(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -375,8 +319,10 @@ def train_store(
     env_id: str | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     log_csv: str | os.PathLike[str] | None = None,
+    log_every: int | None = None,
     progress: bool | Progress = False,
     trust_env_id: bool = False,
+    overwrite: bool = False,
 ) -> TrainReport:
     """Train a tabular Q-learning agent on the store at ``path`` and save it to ``out``.
 
@@ -384,17 +330,21 @@ def train_store(
     ``alpha_schedule="auto"`` means ``"constant"`` for sweeps (each one an exact Bellman
     backup) and ``"visits"`` for minibatches. Evaluations (``eval_every``) run in the
     store's env (its recorded id and kwargs) unless ``env_id`` / ``env_kwargs`` say
-    otherwise. ``out`` (a ``.npy`` name) is checked before training starts. A store is
-    data: its recorded id is not made in the ``module:Env-v0`` form (which imports
-    ``module``) unless ``trust_env_id=True`` (``--trust-env-id``); an ``env_id`` you pass
-    yourself is always trusted (see :func:`check_env_id`).
+    otherwise. ``out`` is the saved agent, one ``.npz`` file
+    (:meth:`QLearningAgent.save`); it and ``log_csv`` (see :mod:`replaystore.train_report`)
+    are checked before training starts, and existing files are not replaced unless
+    ``overwrite=True``. Ctrl-C saves the agent trained so far to ``out`` and raises
+    :class:`TrainInterrupted` (its ``report`` says where). A store is data: its recorded
+    id is not made in the ``module:Env-v0`` form (which imports ``module``) unless
+    ``trust_env_id=True`` (``--trust-env-id``); an ``env_id`` you pass yourself is always
+    trusted (see :func:`check_env_id`).
 
     >>> import tempfile, pathlib
     >>> from replaystore.collect import collect
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = collect("FrozenLake-v1", d / "fl.zarr", steps=500, env_kwargs={"is_slippery": False})
-    >>> report = train_store(d / "fl.zarr", d / "q.npy", gamma=0.9)
-    >>> report.mode, report.result.converged, report.lines()[-1] == f"saved Q-table (16, 4) to {d / 'q.npy'}"
+    >>> report = train_store(d / "fl.zarr", d / "q.npz", gamma=0.9)
+    >>> report.mode, report.result.converged, report.lines()[-1].endswith(f"to {d / 'q.npz'}")
     ('sweeps', True, True)
     """
     sweeps = batch_size is None and not balanced_by
@@ -413,38 +363,25 @@ def train_store(
             env_id = check_env_id(env_id, source=path, trusted=own_id or trust_env_id)
         if out is not None:
             agent.check_save_path(out)
+        refuse_existing(out, overwrite)
+        refuse_existing(log_csv, overwrite)
         trainer = OfflineTrainer(store, agent, batch_size=batch_size, seed=seed,
                                  balanced_by=balanced_by)
-        result = trainer.train(updates=updates, epochs=epochs, tol=tol, max_updates=max_updates,
-                               eval_env=env_id if eval_every else None, env_kwargs=kwargs,
-                               eval_every=eval_every, eval_episodes=eval_episodes, log_csv=log_csv,
-                               progress=progress)
+
+        def report(result: TrainResult) -> TrainReport:
+            return TrainReport(str(path), None if out is None else str(out), trainer.mode, result,
+                               agent, None if log_csv is None else str(log_csv), count_rows(log_csv))
+
+        try:
+            result = trainer.train(updates=updates, epochs=epochs, tol=tol, max_updates=max_updates,
+                                   eval_env=env_id if eval_every else None, env_kwargs=kwargs,
+                                   eval_every=eval_every, eval_episodes=eval_episodes,
+                                   log_csv=log_csv, log_every=log_every, progress=progress)
+        except TrainInterrupted as exc:
+            if out is not None:
+                agent.save(out)
+            exc.report = report(exc.result)
+            raise
     if out is not None:
         agent.save(out)
-    return TrainReport(str(path), None if out is None else str(out), trainer.mode, result, agent)
-
-
-class _CsvLog:
-    COLUMNS = ("update", "transitions", "max_dq", "seconds", "mean_return", "success_rate", "mean_length")
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.f = open(path, "w", newline="")  # noqa: SIM115
-        self.w = csv.DictWriter(self.f, fieldnames=self.COLUMNS)
-        self.w.writeheader()
-
-    @classmethod
-    @contextlib.contextmanager
-    def open(cls, path: str | os.PathLike[str] | None) -> Iterator[_CsvLog | None]:
-        """A log at ``path`` for the block (``None``: no log)."""
-        log = cls(path) if path else None
-        try:
-            yield log
-        finally:
-            if log is not None:
-                log.f.close()
-
-    def write_update(self, result: TrainResult, dq: float, seconds: float, row: dict | None) -> None:
-        self.w.writerow({"update": result.updates, "transitions": result.transitions, "max_dq": dq,
-                         "seconds": seconds,
-                         **({k: row[k] for k in ("mean_return", "success_rate", "mean_length")}
-                            if row else {})})
+    return report(result)

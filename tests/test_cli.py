@@ -86,7 +86,7 @@ def lake(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def qtable(lake: Path) -> Path:
     """A Q-table trained to convergence on ``lake`` by ``replaystore train``."""
-    out = lake.parent / "q.npy"
+    out = lake.parent / "q.npz"
     text = ok("train", lake, "--out", out, "--gamma", 0.9, "--no-progress")
     assert "converged" in text
     return out
@@ -411,66 +411,70 @@ def test_sample_balanced_by_action(lake):
 # train, evaluate
 # --------------------------------------------------------------------------------------
 def test_train_updates(lake, tmp_path):
-    out = tmp_path / "q.npy"
+    out = tmp_path / "q.npz"
     text = ok("train", lake, "--out", out, "--updates", 3, "--no-progress")
     assert text.startswith("3 sweeps (6,000 transitions")
     assert "ran the requested 3 updates" in text
-    assert f"saved Q-table (16, 4) to {out}" in text
+    assert f"saved the agent (Q-table 16x4, visit counts, hyperparameters) to {out}" in text
     agent = QLearningAgent.load(out)
     assert agent.q.shape == (16, 4) and agent.q.any()
     assert agent.gamma == 0.99 and agent.alpha == 1.0
 
 
 def test_train_batches_and_epochs(lake, tmp_path):
-    out = tmp_path / "q.npy"
+    out = tmp_path / "q.npz"
     text = ok("train", lake, "--out", out, "--epochs", 1, "--batch-size", 250, "--no-progress")
     assert text.startswith("8 updates (2,000 transitions")
     assert QLearningAgent.load(out).alpha_schedule == "visits"
-    text = ok("train", lake, "--out", out, "--epochs", 2, "--no-progress")
+    text = ok("train", lake, "--out", out, "--epochs", 2, "--no-progress", "--overwrite")
     assert text.startswith("2 sweeps (4,000 transitions")
 
 
 def test_train_until_converged_and_cap(lake, tmp_path):
-    out = tmp_path / "q.npy"
+    out = tmp_path / "q.npz"
     text = ok("train", lake, "--out", out, "--max-updates", 3, "--no-progress")
     assert text.startswith("3 sweeps")
     assert "hit the cap of 3 updates before the Q-table stopped changing" in text
     assert "raise max_updates or tol" in text
-    text = ok("train", lake, "--out", out, "--gamma", 0.5, "--no-progress")
+    text = ok("train", lake, "--out", out, "--gamma", 0.5, "--no-progress", "--overwrite")
     assert re.search(r"converged: max \|dQ\| \* gamma/\(1-gamma\) < [\d.e+-]+ for 1 consecutive "
                      r"update$", text, re.M)
     text = ok("train", lake, "--out", out, "--batch-size", 64, "--max-updates", 5,
-              "--no-progress")
+              "--no-progress", "--overwrite")
     assert "hit the cap of 5 updates" in text and "train in sweeps" in text
 
 
 def test_train_balanced_by(lake, tmp_path):
-    out = tmp_path / "q.npy"
+    out = tmp_path / "q.npz"
     text = ok("train", lake, "--out", out, "--balanced-by", "action", "--updates", 5,
               "--no-progress")
     assert text.startswith("5 updates (1,280 transitions")  # default batch of 256
     text = ok("train", lake, "--out", out, "--balanced-by", "action", "--batch-size", 32,
-              "--updates", 5, "--no-progress")
+              "--updates", 5, "--no-progress", "--overwrite")
     assert text.startswith("5 updates (160 transitions")
     assert QLearningAgent.load(out).visits.sum() == 160
 
 
 def test_train_eval_and_log(lake, tmp_path):
-    out, log = tmp_path / "q.npy", tmp_path / "m.csv"
+    out, log = tmp_path / "q.npz", tmp_path / "m.csv"
     text = ok("train", lake, "--out", out, "--updates", 30, "--gamma", 0.9, "--eval-every", 10,
               "--eval-episodes", 5, "--log", log, "--no-progress")
-    evals = re.findall(r"^  update\s+(\d+): mean return ([\d.]+), success ([\d.]+)%$", text, re.M)
+    evals = re.findall(r"^  update\s+(\d+): mean return ([\d.]+), success ([\d.]+)%, mean length "
+                       r"[\d.]+$", text, re.M)
     assert [int(u) for u, _, _ in evals] == [10, 20, 30]
+    assert "3 evaluations of the greedy policy" in text and f"wrote 30 rows of metrics to {log}" in text
     # uses the store's env kwargs (deterministic lake): 30 sweeps of value iteration solve it
     assert evals[-1][1:] == ("1.000", "100.00")
     with open(log, newline="") as f:
         rows = list(csv.DictReader(f))
     with open(log) as f:
         header = f.readline().strip().split(",")
-    assert header == ["update", "transitions", "max_dq", "seconds", "mean_return",
+    assert header == ["update", "transitions", "sweep", "max_dq", "bound", "seconds", "mean_return",
                       "success_rate", "mean_length"]
-    assert [int(r["update"]) for r in rows] == [10, 20, 30]
-    assert [int(r["transitions"]) for r in rows] == [20_000, 40_000, 60_000]
+    assert [int(r["update"]) for r in rows] == list(range(1, 31))  # a row per sweep
+    assert [int(r["transitions"]) for r in rows] == [2_000 * k for k in range(1, 31)]
+    evaluated = [r for r in rows if r["mean_return"]]
+    assert [int(r["update"]) for r in evaluated] == [10, 20, 30]
     assert float(rows[-1]["success_rate"]) == 1.0 and float(rows[-1]["mean_length"]) == 6.0
     assert all(float(r["max_dq"]) >= 0 for r in rows)
 
@@ -491,26 +495,26 @@ def _store_without_env(path: Path) -> Path:
 
 def test_train_eval_every_needs_an_env(tmp_path):
     path = _store_without_env(tmp_path / "noenv.zarr")
-    text = ok("train", path, "--out", tmp_path / "q.npy", "--updates", 2, "--no-progress")
+    text = ok("train", path, "--out", tmp_path / "q.npz", "--updates", 2, "--no-progress")
     assert "ran the requested 2 updates" in text
-    text = ok("train", path, "--out", tmp_path / "q.npy", "--updates", 2, "--eval-every", 1,
-              "--eval-episodes", 2, "--env", LAKE, "--env-kwargs", DET, "--no-progress")
+    text = ok("train", path, "--out", tmp_path / "q.npz", "--updates", 2, "--eval-every", 1,
+              "--eval-episodes", 2, "--env", LAKE, "--env-kwargs", DET, "--no-progress", "--overwrite")
     assert "  update        2: mean return" in text
-    assert_error(run("train", path, "--out", tmp_path / "q.npy", "--updates", 2, "--eval-every",
+    assert_error(run("train", path, "--out", tmp_path / "q.npz", "--updates", 2, "--eval-every",
                      1, "--no-progress"), "--eval-every", "--env")
 
 def test_train_log_without_eval(lake, tmp_path):
     log = tmp_path / "m.csv"
-    ok("train", lake, "--out", tmp_path / "q.npy", "--updates", 200, "--batch-size", 16,
+    ok("train", lake, "--out", tmp_path / "q.npz", "--updates", 200, "--batch-size", 16,
        "--log", log, "--no-progress")
     with open(log, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["update"]) for r in rows] == [100, 200]
-    assert rows[0]["mean_return"] == ""
+    assert [int(r["update"]) for r in rows] == [200]  # every --log-every 1000 updates, and the last
+    assert rows[0]["mean_return"] == "" and rows[0]["sweep"] == "" and rows[0]["bound"] == ""
 
 
 def test_train_gamma_alpha(lake, tmp_path):
-    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
     ok("train", lake, "--out", a, "--updates", 2, "--gamma", 0.5, "--alpha", 0.25,
        "--no-progress")
     ok("train", lake, "--out", b, "--updates", 2, "--no-progress")
@@ -540,19 +544,22 @@ def test_evaluate(qtable):
 # demo
 # --------------------------------------------------------------------------------------
 def test_demo(lake, tmp_path):
-    out = tmp_path / "demo_q.npy"
+    out = tmp_path / "demo_q.npz"
     text = ok("demo", "--data", lake, "--episodes", 20, "--out", out)
     lines = text.strip().splitlines()
     assert [ln.split()[0] for ln in lines] == ["dataset", LAKE, "train", "evaluate", "optimum",
                                                "saved", "done"]
     assert lines[0] == f"dataset   {lake}"
     assert re.fullmatch(rf"\s+{LAKE} \{{\"is_slippery\": false\}}: 2,000 transitions, "
-                        r"[\d,]+ episodes, behaviour return [\d.]+", lines[1])
-    assert re.match(r"train     \d+ full sweeps \(.* transitions replayed, .*\); converged", lines[2])
-    assert lines[3] == ("evaluate  20 episodes: mean return 1.000, success rate 100.0%, "
-                        "mean length 6.0")
-    m = re.fullmatch(r"optimum   V\*=([\d.]+), greedy policy V=([\d.]+) \(gives up "
-                     r"(-?[\d.]+)% of the optimal value at gamma=0.95\)", lines[4])
+                        r"[\d,]+ episodes, collected earlier by a random policy; their mean "
+                        r"return [\d.]+ \(undiscounted\)", lines[1])
+    assert re.match(r"train     offline on the stored transitions only \(no new env steps\): \d+ "
+                    r"full sweeps \(.* transitions replayed, .*\); converged", lines[2])
+    assert lines[3] == (f"evaluate  greedy policy in {LAKE}: mean undiscounted return 1.000 over "
+                        "20 episodes, success rate 100.0%, mean length 6.0")
+    m = re.fullmatch(r"optimum   discounted value of the start state \(gamma=0.95\): optimal "
+                     r"V\*=([\d.]+), greedy policy V=([\d.]+) \(gives up (-?[\d.]+)% of the "
+                     r"optimal value\)", lines[4])
     assert m and float(m[2]) <= float(m[1]) + 1e-9
     assert lines[5] == f"saved     {out}"
     assert re.fullmatch(r"done in [\d.]+s", lines[6])
@@ -578,7 +585,7 @@ def test_demo_store_without_env_id(tmp_path):
 @pytest.mark.parametrize("command", ["info", "head", "episodes", "sample", "train"])
 def test_missing_store(tmp_path, command):
     path = tmp_path / "nope.zarr"
-    extra = ["--out", tmp_path / "q.npy", "--updates", 1] if command == "train" else []
+    extra = ["--out", tmp_path / "q.npz", "--updates", 1] if command == "train" else []
     assert_error(run(command, path, *extra), str(path))
 
 
@@ -708,8 +715,8 @@ def test_qtable_for_box_env(qtable, tmp_path):
 
 @pytest.mark.parametrize("content", [b"garbage\n", b"", b"\x93NUMPY\x01\x00"])
 def test_garbage_qtable(qtable, tmp_path, content):
-    q = tmp_path / "q.npy"
-    QLearningAgent.load(qtable).save(q)  # the sidecar files are fine, Q.npy is not
+    q = tmp_path / "q.npz"
+    QLearningAgent.load(qtable).save(q)  # a saved agent, then damaged
     q.write_bytes(content)
     assert_error(run("evaluate", LAKE, q, "--episodes", 1), str(q))
     out = tmp_path / "x.zarr"
@@ -719,17 +726,17 @@ def test_garbage_qtable(qtable, tmp_path, content):
 
 
 def test_missing_qtable(tmp_path):
-    q = tmp_path / "none.npy"
+    q = tmp_path / "none.npz"
     assert_error(run("evaluate", LAKE, q), str(q))
     assert_error(run("collect", LAKE, "--out", tmp_path / "x.zarr", "--steps", 5, "--qtable", q,
                      "--no-progress"), str(q))
 
 
 def test_train_on_box_observations(pole, tmp_path):
-    line = assert_error(run("train", pole, "--out", tmp_path / "q.npy", "--updates", 1,
+    line = assert_error(run("train", pole, "--out", tmp_path / "q.npz", "--updates", 1,
                             "--no-progress"), "Box", "Discrete")
     assert "observation" in line
-    assert not (tmp_path / "q.npy").exists()
+    assert not (tmp_path / "q.npz").exists()
 
 
 def test_sample_balanced_by_continuous_field(lake):
@@ -738,7 +745,7 @@ def test_sample_balanced_by_continuous_field(lake):
 
 @pytest.mark.parametrize("command", ["sample", "train"])
 def test_balanced_by_unknown_field(lake, tmp_path, command):
-    extra = ["--out", tmp_path / "q.npy", "--updates", 1, "--no-progress"] if command == "train" else []
+    extra = ["--out", tmp_path / "q.npz", "--updates", 1, "--no-progress"] if command == "train" else []
     assert_error(run(command, lake, "--balanced-by", "nosuch", *extra), "'nosuch'")
 
 
@@ -748,7 +755,7 @@ def test_unknown_field(lake, command):
 
 
 def test_train_out_into_missing_directory(lake, tmp_path):
-    out = tmp_path / "nodir" / "q.npy"
+    out = tmp_path / "nodir" / "q.npz"
     assert_error(run("train", lake, "--out", out, "--updates", 1, "--no-progress"),
                  str(tmp_path / "nodir"))
     assert not (tmp_path / "nodir").exists()
@@ -761,24 +768,24 @@ def test_train_out_without_npy_suffix(lake, tmp_path):
 
 def test_train_log_into_missing_directory(lake, tmp_path):
     log = tmp_path / "nodir" / "m.csv"
-    assert_error(run("train", lake, "--out", tmp_path / "q.npy", "--updates", 1, "--log", log,
+    assert_error(run("train", lake, "--out", tmp_path / "q.npz", "--updates", 1, "--log", log,
                      "--no-progress"), str(log))
 
 
 def test_train_updates_and_epochs_together(lake, tmp_path):
-    assert_error(run("train", lake, "--out", tmp_path / "q.npy", "--updates", 1, "--epochs", 1,
+    assert_error(run("train", lake, "--out", tmp_path / "q.npz", "--updates", 1, "--epochs", 1,
                      "--no-progress"), "updates", "epochs")
 
 
 @pytest.mark.parametrize("command", ["sample", "train"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_bad_batch_size_is_a_usage_error(lake, tmp_path, command, value):
-    extra = ["--out", tmp_path / "q.npy", "--no-progress"] if command == "train" else []
+    extra = ["--out", tmp_path / "q.npz", "--no-progress"] if command == "train" else []
     r = run(command, lake, "--batch-size", value, *extra)
     assert r.exit_code == 2
     assert "Traceback" not in r.output
     assert f"Invalid value for '--batch-size': {value}" in r.output
-    assert not (tmp_path / "q.npy").exists()
+    assert not (tmp_path / "q.npz").exists()
 
 
 def test_error_output_goes_to_stderr(tmp_path):

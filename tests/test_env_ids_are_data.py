@@ -153,7 +153,7 @@ def test_train_cli_refuses(evil):
     assert not evil.marker.exists()
     # an id the user gives is theirs
     r = run("train", evil.store, "--out", evil.tmp / "q.npy", "--eval-every", "1", "--no-progress",
-            "--env", "FrozenLake-v1")
+            "--env", "FrozenLake-v1", "--overwrite")
     assert r.exit_code == 0, r.output
     assert "mean return" in r.output and not evil.marker.exists()
 

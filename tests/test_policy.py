@@ -70,7 +70,7 @@ def read_all(path) -> dict[str, np.ndarray]:
 # the registry
 # ---------------------------------------------------------------------------------------
 def test_registry_knows_the_q_table_format():
-    assert registered_formats()["replaystore.QLearningAgent"] == (".npy",)
+    assert registered_formats()["replaystore.QLearningAgent"] == (".npz", ".npy")
     assert registered_formats()["tests.TablePolicy"] == (".policy",)
 
 
@@ -105,7 +105,7 @@ def test_unknown_paths_name_the_path(tmp_path):
     with pytest.raises(UnknownPolicyError, match="no registered loader") as ei:
         load_policy(tmp_path / "weights.bin")
     assert str(tmp_path / "weights.bin") in str(ei.value)
-    assert "replaystore.QLearningAgent (.npy)" in str(ei.value)
+    assert "replaystore.QLearningAgent (.npz, .npy)" in str(ei.value)
     assert isinstance(ei.value, rs.ReplayStoreError) and isinstance(ei.value, ValueError)
     q = tmp_path / "Q.npy"
     np.save(q, np.zeros((2, 2)))

@@ -334,13 +334,16 @@ def test_state_dict_round_trip_is_a_copy():
 
 def test_save_load_round_trip(tmp_path):
     a = trained_agent()
-    path = tmp_path / "Q.npy"
+    path = tmp_path / "q.npz"
     a.save(path)
-    table = np.load(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.npz"]  # one file, no sidecars
+    with np.load(path, allow_pickle=False) as z:
+        table, visits, meta = z["q"], z["visits"], json.loads(str(z["meta"]))
     assert table.shape == (5, 3) and table.dtype == np.float64
     np.testing.assert_array_equal(table, a.q)
-    meta = json.loads((tmp_path / "Q.json").read_text())
-    assert meta["n_states"] == 5 and meta["n_actions"] == 3 and meta["format_version"] == 1
+    np.testing.assert_array_equal(visits, a.visits)
+    assert meta["format"] == "replaystore.QLearningAgent" and meta["format_version"] == 1
+    assert meta["n_states"] == 5 and meta["n_actions"] == 3
     assert meta["alpha"] == 0.7 and meta["obs_start"] == 2
     b = QLearningAgent.load(str(path))
     assert_same(a, b)
@@ -350,46 +353,65 @@ def test_save_load_round_trip(tmp_path):
     assert_same(a, b)
 
 
-def test_save_needs_npy_suffix(tmp_path):
-    with pytest.raises(AgentConfigError, match=".npy"):
+def test_save_needs_an_agent_suffix(tmp_path):
+    with pytest.raises(AgentConfigError, match=r"one \.npz file.*'Q\.npz'"):
         QLearningAgent(2, 2).save(tmp_path / "Q.json")
+    assert not list(tmp_path.iterdir())
 
 
 def test_load_missing_files_name_the_path(tmp_path):
-    with pytest.raises(NotAStoreError, match="nothere.npy"):
-        QLearningAgent.load(tmp_path / "nothere.npy")
-    QLearningAgent(2, 2).save(tmp_path / "Q.npy")
-    (tmp_path / "Q.json").unlink()
-    with pytest.raises(FileNotFoundError, match="Q.json"):
-        QLearningAgent.load(tmp_path / "Q.npy")
+    with pytest.raises(NotAStoreError, match="nothere.npz"):
+        QLearningAgent.load(tmp_path / "nothere.npz")
+    with pytest.raises(NotAStoreError, match="is a directory"):
+        QLearningAgent.load(tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("victim", "content", "error", "match"),
+    ("content", "match"),
     [
-        ("Q.json", b"{not json", CorruptStoreError, "Q.json.*not valid JSON"),
-        ("Q.json", b'{"format": "other"}', CorruptStoreError, "Q.json"),
-        ("Q.npy", b"garbage bytes", CorruptStoreError, "Q.npy.*not a readable"),
-        ("Q.visits.npy", b"", CorruptStoreError, "Q.visits.npy"),
+        (b"garbage bytes", "q.npz.*not a saved agent"),
+        (b"", "q.npz.*not a saved agent"),
+        (b"PK\x03\x04 truncated zip", "q.npz.*not a readable saved agent"),
+        (b"\x93NUMPY\x01\x00", "q.npz.*not a readable"),
     ],
 )
-def test_load_garbled_files(tmp_path, victim, content, error, match):
-    QLearningAgent(2, 2).save(tmp_path / "Q.npy")
-    (tmp_path / victim).write_bytes(content)
-    with pytest.raises(error, match=match):
-        QLearningAgent.load(tmp_path / "Q.npy")
+def test_load_garbled_files(tmp_path, content, match):
+    QLearningAgent(2, 2).save(tmp_path / "q.npz")
+    (tmp_path / "q.npz").write_bytes(content)
+    with pytest.raises(CorruptStoreError, match=match):
+        QLearningAgent.load(tmp_path / "q.npz")
+
+
+def _rewrite(path, **members):
+    """Replace members of the saved agent at ``path`` (``meta`` as a dict)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, v in members.items():
+        arrays[k] = np.array(json.dumps(v)) if k == "meta" else v
+    np.savez(path, **arrays)
 
 
 def test_load_wrong_shape_or_version(tmp_path):
-    QLearningAgent(2, 2).save(tmp_path / "Q.npy")
-    np.save(tmp_path / "Q.npy", np.zeros((3, 2)))
-    with pytest.raises(CorruptStoreError, match="Q.npy.*shape"):
-        QLearningAgent.load(tmp_path / "Q.npy")
-    QLearningAgent(2, 2).save(tmp_path / "Q.npy")
-    meta = json.loads((tmp_path / "Q.json").read_text())
-    (tmp_path / "Q.json").write_text(json.dumps({**meta, "format_version": 2}))
+    path = tmp_path / "q.npz"
+    QLearningAgent(2, 2).save(path)
+    _rewrite(path, q=np.zeros((3, 2)))
+    with pytest.raises(CorruptStoreError, match="q.npz.*shape"):
+        QLearningAgent.load(path)
+    QLearningAgent(2, 2).save(path)
+    with np.load(path) as z:
+        meta = json.loads(str(z["meta"]))
+    _rewrite(path, meta={**meta, "format_version": 2})
     with pytest.raises(FormatVersionError, match="format_version 2"):
-        QLearningAgent.load(tmp_path / "Q.npy")
+        QLearningAgent.load(path)
+    _rewrite(path, meta={**meta, "format": "someone.Else"})
+    with pytest.raises(CorruptStoreError, match="'someone.Else'"):
+        QLearningAgent.load(path)
+    QLearningAgent(2, 2).save(path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "visits"}
+    np.savez(path, **arrays)
+    with pytest.raises(CorruptStoreError, match=r"\['visits'\] missing"):
+        QLearningAgent.load(path)
 
 
 @pytest.mark.parametrize("schedule", ["visits", "polynomial", "constant"])

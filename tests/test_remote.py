@@ -164,7 +164,7 @@ def test_cli_collect_info_sample_train_on_s3(s3_url, tmp_path):
     assert res.exit_code == 0, res.output
     res = r.invoke(main, ["train", str(local), "--out", str(tmp_path / "q2.npy"), "--gamma", "0.9",
                           "--no-progress"])
-    np.testing.assert_array_equal(np.load(tmp_path / "q.npy"), np.load(tmp_path / "q2.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "q.npy")["q"], np.load(tmp_path / "q2.npy")["q"])
     res = r.invoke(main, ["info", s3_url.replace("buf.zarr", "missing.zarr")])
     assert res.exit_code != 0 and isinstance(res.exception, SystemExit)
     assert len(res.output.strip().splitlines()) == 1 and "no such store" in res.output

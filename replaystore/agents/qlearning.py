@@ -63,7 +63,12 @@ from typing import Any
 import numpy as np
 
 from replaystore.agents.base import Agent
-from replaystore.agents.qtable_files import qtable_paths, read_bare_table, read_qtable, write_qtable
+from replaystore.agents.qtable_files import (
+    AGENT_SUFFIXES,
+    check_agent_path,
+    read_agent_file,
+    write_agent_file,
+)
 from replaystore.agents.small_batch import update_small
 from replaystore.errors import (
     AgentConfigError,
@@ -77,7 +82,8 @@ from replaystore.errors import (
 __all__ = ["AgentConfigError", "QLearningAgent", "ALPHA_SCHEDULES", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
-"""Version of the ``save`` format (``.npy`` table + JSON sidecar + visits ``.npy``)."""
+"""Version of the saved agent's metadata and of :meth:`QLearningAgent.state_dict` (the file
+is one ``.npz``; the older three-file layout carried the same version)."""
 
 ALPHA_SCHEDULES = ("visits", "polynomial", "constant")
 
@@ -96,7 +102,7 @@ def _require_discrete(observation_space: Any, action_space: Any) -> None:
             )
 
 
-class QLearningAgent(Agent, saved_format="replaystore.QLearningAgent", suffixes=(".npy",)):
+class QLearningAgent(Agent, saved_format="replaystore.QLearningAgent", suffixes=AGENT_SUFFIXES):
     """Tabular Q-learning over ``n_states`` x ``n_actions``.
 
     Args:
@@ -516,34 +522,44 @@ Discrete(16) x Discrete(4), which need shape (16, 4)
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the Q-table to ``path`` (``.npy``, float64, ``(n_states, n_actions)``).
+        """Write the agent to the one file ``path`` (``q.npz`` by convention), atomically.
 
-        Next to it go ``path.with_suffix('.json')`` (format name and version,
-        hyperparameters, names of the other files) and ``path.with_suffix('.visits.npy')``
-        (int64 visit counts); see :mod:`replaystore.agents.qtable_files`.
+        A numpy ``.npz`` holding ``q`` (float64 ``(n_states, n_actions)``), ``visits``
+        (int64) and ``meta`` (JSON: format name and version, hyperparameters, offsets); see
+        :mod:`replaystore.agents.qtable_files`. The name must end in ``.npz`` (or ``.npy``,
+        which gets the same content). An existing file is replaced (the ``train`` and
+        ``learn`` commands refuse that without ``--overwrite``).
         """
         meta = {"format": self.saved_format, "format_version": FORMAT_VERSION,
                 **self.hyperparameters()}
-        write_qtable(path, meta, self.q, self.visits)
+        write_agent_file(check_agent_path(path), meta, self.q, self.visits)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> QLearningAgent:
-        """Read an agent written by :meth:`save`.
+        """Read an agent written by :meth:`save`, or one of the older layouts.
 
-        A missing file raises :class:`~replaystore.errors.NotAStoreError`, an unreadable
-        or inconsistent one :class:`~replaystore.errors.CorruptStoreError`, both naming
-        the path.
+        Also reads the three files ``Q.npy`` + ``Q.json`` + ``Q.visits.npy`` older versions
+        wrote, and a bare ``Q.npy`` table (zero visit counts, default hyperparameters,
+        offsets taken from the spaces on the first :meth:`check_spaces`). A missing file
+        raises :class:`~replaystore.errors.NotAStoreError`, an unreadable or inconsistent
+        one :class:`~replaystore.errors.CorruptStoreError`, both naming the path.
 
         >>> import tempfile, pathlib
         >>> agent = QLearningAgent(3, 2, gamma=0.9)
         >>> agent.q[2, 1] = 7.0
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     agent.save(pathlib.Path(d) / "Q.npy")
-        ...     back = QLearningAgent.load(pathlib.Path(d) / "Q.npy")
+        ...     agent.save(pathlib.Path(d) / "q.npz")
+        ...     back = QLearningAgent.load(pathlib.Path(d) / "q.npz")
         >>> back.q[2, 1], back.gamma
         (np.float64(7.0), 0.9)
         """
-        meta, arrays = read_qtable(path, str(cls.saved_format), FORMAT_VERSION)
+        meta, arrays = read_agent_file(path, str(cls.saved_format), FORMAT_VERSION)
+        if meta is None:  # a bare table
+            q = arrays["q"]
+            agent = cls(int(q.shape[0]), int(q.shape[1]))
+            agent.q = q
+            agent._starts_from_spaces = True
+            return agent
         agent = cls(1, 1)
         try:
             agent.load_state_dict({**meta, **arrays})
@@ -553,22 +569,14 @@ Discrete(16) x Discrete(4), which need shape (16, 4)
 
     @classmethod
     def load_saved(cls, path: str | os.PathLike[str]) -> QLearningAgent:
-        """The saved-policy loader: :meth:`load` when ``path`` has its sidecar, else the
-        bare table in ``path`` (zero visit counts, default hyperparameters, offsets taken
-        from the spaces on the first :meth:`check_spaces`)."""
-        _, json_path, _ = qtable_paths(path)
-        if json_path.is_file():
-            return cls.load(path)
-        q = read_bare_table(path)
-        agent = cls(int(q.shape[0]), int(q.shape[1]))
-        agent.q = q
-        agent._starts_from_spaces = True
-        return agent
+        """The saved-policy loader (:func:`replaystore.policy.load_policy`): :meth:`load`,
+        so every command reads the same files."""
+        return cls.load(path)
 
     def check_save_path(self, path: str | os.PathLike[str]) -> None:
         """Raise :class:`~replaystore.errors.AgentConfigError` unless :meth:`save` can
-        write ``path`` (a name ending in ``.npy`` in an existing directory)."""
-        qtable_paths(path)
+        write ``path`` (a name ending in ``.npz`` or ``.npy`` in an existing directory)."""
+        check_agent_path(path)
         super().check_save_path(path)
 
     def __repr__(self) -> str:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .common import json_arg, main, progress_arg
+
+AGENT_FILE = "a saved agent: one .npz file written by train/learn"
+OUT_HELP = (f"Where to save the agent ({AGENT_FILE}, e.g. q.npz). An existing file is refused "
+            "unless --overwrite is given.")
 
 
 # -- train and evaluate ---------------------------------------------------------------------------
 @main.command()
 @click.argument("path", type=click.Path())
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to save Q.npy.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help=OUT_HELP)
+@click.option("--overwrite", is_flag=True, help="Replace --out and --log if they exist.")
 @click.option("--updates", type=click.IntRange(min=1), help="Exactly this many updates (default: until converged).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the store instead.")
 @click.option("--batch-size", type=click.IntRange(min=1),
@@ -29,37 +36,51 @@ from .common import json_arg, main, progress_arg
               help="Stop when the bound on the Q-table's remaining error is below this.")
 @click.option("--max-updates", type=click.IntRange(min=1), default=500_000, show_default=True,
               help='Stop after this many updates even if the Q-table still changes.')
-@click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate every K updates.")
+@click.option("--eval-every", type=click.IntRange(min=1),
+              help="Evaluate the greedy policy every K updates (sweeps, in sweep mode) and at the end.")
 @click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True,
               help='Episodes of each evaluation (with --eval-every).')
 @click.option("--env", "env_id", help="Environment for evaluation (default: the store's env id).")
 @click.option("--env-kwargs", help="Evaluation env kwargs as JSON (default: the store's).")
-@click.option("--log", "log_csv", type=click.Path(dir_okay=False), help="Write metrics to this CSV.")
+@click.option("--log", "log_csv", type=click.Path(dir_okay=False),
+              help="Write metrics to this CSV: a row per sweep (or per --log-every minibatch updates) with "
+                   "update,transitions,sweep,max_dq,bound,seconds and the evaluation's mean_return,"
+                   "success_rate,mean_length when the row has one.")
+@click.option("--log-every", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="With --batch-size: a --log row every N updates (and at every evaluation and the end).")
 @click.option("--trust-env-id", is_flag=True,
               help="Make the store's recorded env id even in the module:Env-v0 form, which imports "
                    "that module (refused by default: a store is data).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
-def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, balanced_by, seed, tol,
-          max_updates, eval_every, eval_episodes, env_id, env_kwargs, log_csv, trust_env_id, progress):
-    """Train a tabular Q-learning agent offline from the store at PATH.
+def train(path, out, overwrite, updates, epochs, batch_size, alpha, alpha_schedule, gamma, balanced_by, seed,
+          tol, max_updates, eval_every, eval_episodes, env_id, env_kwargs, log_csv, log_every, trust_env_id,
+          progress):
+    """Train a tabular Q-learning agent offline from the store at PATH and save it to --out.
 
-    Example: replaystore train fl.zarr --out q.npy --gamma 0.95 --eval-every 5000
+    Example: replaystore train fl.zarr --out q.npz --gamma 0.95 --eval-every 10 --log metrics.csv
+
+    Ctrl-C stops training and saves the agent trained so far to --out (exit status 130).
     """
-    from ..training import train_store
+    from ..training import TrainInterrupted, train_store
 
-    report = train_store(path, out, updates=updates, epochs=epochs, batch_size=batch_size,
-                         balanced_by=balanced_by, alpha=alpha, alpha_schedule=alpha_schedule,
-                         gamma=gamma, seed=seed, tol=tol, max_updates=max_updates,
-                         eval_every=eval_every, eval_episodes=eval_episodes, env_id=env_id,
-                         env_kwargs=json_arg(env_kwargs, "--env-kwargs") if env_kwargs else None,
-                         log_csv=log_csv, progress=progress_arg(progress), trust_env_id=trust_env_id)
+    try:
+        report = train_store(path, out, updates=updates, epochs=epochs, batch_size=batch_size,
+                             balanced_by=balanced_by, alpha=alpha, alpha_schedule=alpha_schedule,
+                             gamma=gamma, seed=seed, tol=tol, max_updates=max_updates,
+                             eval_every=eval_every, eval_episodes=eval_episodes, env_id=env_id,
+                             env_kwargs=json_arg(env_kwargs, "--env-kwargs") if env_kwargs else None,
+                             log_csv=log_csv, log_every=log_every, progress=progress_arg(progress),
+                             trust_env_id=trust_env_id, overwrite=overwrite)
+    except TrainInterrupted as exc:
+        click.echo(exc.line(), err=True)
+        sys.exit(130)
     click.echo("\n".join(report.lines()))
 
 
 @main.command()
 @click.argument("env_id")
-@click.argument("qtable", type=click.Path(dir_okay=False))
+@click.argument("agent", type=click.Path(dir_okay=False))
 @click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True,
               help='Episodes to run.')
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -67,14 +88,17 @@ def train(path, out, updates, epochs, batch_size, alpha, alpha_schedule, gamma, 
 @click.option("--epsilon", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help='Probability of a random action (0: the greedy policy).')
 @click.option("--env-kwargs", help="Environment keyword arguments as JSON.")
-def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
-    """Run a saved Q-table greedily in ENV_ID: mean return, success rate, episode length.
+def evaluate(env_id, agent, episodes, seed, epsilon, env_kwargs):
+    """Run a saved agent greedily in ENV_ID: mean return, success rate, episode length.
 
-    Example: replaystore evaluate FrozenLake-v1 q.npy --episodes 1000 --env-kwargs '{"is_slippery": true}'
+    AGENT is a saved agent: one .npz file written by train/learn (the older q.npy layouts
+    still read).
+
+    Example: replaystore evaluate FrozenLake-v1 q.npz --episodes 1000 --env-kwargs '{"is_slippery": true}'
     """
     from ..training import evaluate as run_eval
 
-    r = run_eval(env_id, qtable, episodes=episodes, seed=seed, epsilon=epsilon,
+    r = run_eval(env_id, agent, episodes=episodes, seed=seed, epsilon=epsilon,
                  env_kwargs=json_arg(env_kwargs, "--env-kwargs"))
     click.echo(f"{env_id}: {r['episodes']} episodes, mean return {r['mean_return']:.3f} "
                f"(std {r['std_return']:.3f}), success rate {r['success_rate']:.2%}, "
@@ -88,7 +112,9 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
               help="The replay buffer: a ring store created here (its run state goes next to it).")
 @click.option("--capacity", required=True, type=click.IntRange(min=2), help="Ring capacity in rows.")
 @click.option("--steps", required=True, type=click.IntRange(min=1), help="Env steps of the whole run.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to save Q.npy.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help=OUT_HELP + " With --resume, the output of the run it resumes may be replaced.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help='Seed of the run: env resets, exploration, the sampler (all derived from it).')
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True,
@@ -122,12 +148,12 @@ def evaluate(env_id, qtable, episodes, seed, epsilon, env_kwargs):
 @click.option("--resume", is_flag=True, help="Continue the run saved in --buffer (same settings).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
-def learn(env_id, buffer, capacity, steps, out, seed, gamma, alpha, alpha_schedule, env_kwargs, batch_size,
+def learn(env_id, buffer, capacity, steps, out, overwrite, seed, gamma, alpha, alpha_schedule, env_kwargs, batch_size,
           updates_per_step, learning_starts, epsilon_start, epsilon_end, epsilon_fraction, commit_every,
           eval_every, eval_episodes, balanced_by, log_csv, resume, progress):
     """Learn tabular Q-learning online in ENV_ID with a replay buffer on disk.
 
-    Example: replaystore learn Taxi-v4 --buffer taxi.zarr --capacity 50000 --steps 200000 --out taxi.npy --seed 0
+    Example: replaystore learn Taxi-v4 --buffer taxi.zarr --capacity 50000 --steps 200000 --out taxi.npz --seed 0
 
     After a crash, the same command with --resume goes on from the last commit.
     """
@@ -140,7 +166,7 @@ def learn(env_id, buffer, capacity, steps, out, seed, gamma, alpha, alpha_schedu
                        epsilon_start=epsilon_start, epsilon_end=epsilon_end,
                        epsilon_fraction=epsilon_fraction, commit_every=commit_every,
                        eval_every=eval_every, eval_episodes=eval_episodes, balanced_by=balanced_by,
-                       log=log_csv, resume=resume, progress=progress_arg(progress))
+                       log=log_csv, resume=resume, progress=progress_arg(progress), overwrite=overwrite)
     click.echo("\n".join(report.lines()))
 
 

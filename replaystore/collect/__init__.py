@@ -20,8 +20,8 @@ Policies. ``policy`` is one of
 * ``"random"``: uniform actions from the env's action space (seeded);
 * any :class:`~replaystore.policy.Policy` (e.g. a
   :class:`~replaystore.agents.QLearningAgent`: epsilon-greedy on its table), or the path
-  of a saved one, read with :func:`~replaystore.policy.load_policy` (e.g. ``Q.npy``, with
-  or without the sidecar files :meth:`QLearningAgent.save` writes). The policy acts with
+  of a saved one, read with :func:`~replaystore.policy.load_policy` (e.g. the ``q.npz``
+  :meth:`QLearningAgent.save` writes, or an older ``q.npy``). The policy acts with
   ``epsilon`` itself and must accept the env's spaces (:meth:`Policy.check_spaces`: a
   Q-table needs ``Discrete`` spaces of its shape), else :class:`SpaceError`;
 * any callable ``policy(obs) -> action``. By default it gets **one** observation (in the

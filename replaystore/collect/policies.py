@@ -3,8 +3,9 @@
 Each source maps a batch of observations (the vector env's format) to a batch of
 actions: :class:`RandomActions` (the env's action space, seeded), :class:`CallableActions`
 (any ``policy(obs) -> action``), :class:`PolicyActions` (any
-:class:`~replaystore.policy.Policy`, e.g. a saved Q-table read with
-:func:`~replaystore.policy.load_policy`). :func:`make_actions` picks one.
+:class:`~replaystore.policy.Policy`, e.g. a saved agent, one ``q.npz`` written by ``train`` or
+``learn``, read with :func:`~replaystore.policy.load_policy`, which reads the older ``q.npy``
+layouts too). :func:`make_actions` picks one.
 The collector knows policies only through :mod:`replaystore.policy`, never the agents.
 """
 
@@ -32,7 +33,7 @@ __all__ = ["ActionSource", "RandomActions", "CallableActions", "PolicyActions", 
 PolicyLike = str | os.PathLike | Policy | Callable[[Any], Any]
 
 POLICY_KINDS = ("'random', a callable policy(obs) -> action, a replaystore.policy.Policy (e.g. "
-                "a QLearningAgent) or the path of a saved policy (e.g. a Q-table .npy)")
+                "a QLearningAgent) or the path of a saved policy (e.g. a q.npz written by train/learn)")
 
 
 class ActionSource(ABC):

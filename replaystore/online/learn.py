@@ -3,7 +3,7 @@ online loop (or resume it), save the agent.
 
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
->>> report = learn("CliffWalking-v1", d / "buf.zarr", capacity=10_000, steps=8_000, out=d / "q.npy",
+>>> report = learn("CliffWalking-v1", d / "buf.zarr", capacity=10_000, steps=8_000, out=d / "q.npz",
 ...                env_kwargs={"max_episode_steps": 500}, learning_starts=500, commit_every=500)
 >>> report.result.steps, report.gap < 1e-9
 (8000, True)
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..agents import QLearningAgent
+from ..agents.qtable_files import refuse_existing
 from ..envs import make_env
 from ..errors import RunMismatchError
 from ..progress import Progress
@@ -41,6 +42,7 @@ class LearnReport:
     result: OnlineResult
     rows: int
     gap: float | None
+    log: str | None = None
 
     def lines(self) -> list[str]:
         r = self.result
@@ -50,9 +52,14 @@ class LearnReport:
                  f"{r.steps_this_call:,} steps in {r.seconds:.1f}s ({r.steps_per_second:,.0f} steps/s), "
                  f"{len(r.episodes):,} episodes"
                  + (f", mean return of the last {len(tail)} {np.mean(tail):.3f}" if tail else "")]
+        evs = r.evaluations
+        shown = evs if len(evs) <= 10 else evs[-5:]
+        if len(shown) < len(evs):
+            lines.append(f"the last {len(shown)} of {len(evs)} evaluations"
+                         + (f" (every one is in {self.log})" if self.log else " (--log FILE keeps every one)"))
         lines += [f"step {ev['step']:,}: mean return {ev['mean_return']:.3f}"
                   + ("" if ev.get("gap") is None else f", gap to optimal {max(0.0, ev['gap']):.2%}")
-                  for ev in r.evaluations[-3:]]
+                  for ev in shown]
         if self.gap is not None:
             lines.append(f"greedy policy: gap to the optimal value {max(0.0, self.gap):.4%}")
         lines.append(f"buffer {self.buffer}: {self.rows:,} rows committed")
@@ -86,6 +93,7 @@ def learn(
     log: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool | Progress = False,
+    overwrite: bool = False,
 ) -> LearnReport:
     """Learn tabular Q-learning online in ``env_id`` through the ring buffer ``buffer``.
 
@@ -93,7 +101,9 @@ def learn(
     ``resume=True`` continues the run saved in ``buffer`` (its run state in
     ``<buffer>.run/``) with the same settings, or starts one if there is none.
     ``balanced_by`` samples class-balanced (a field or ``"reward_sign"``). The agent is
-    saved to ``out`` (``.npy``; checked before the run starts).
+    saved to ``out``, one ``.npz`` file (:meth:`QLearningAgent.save`), checked before the
+    run starts: an existing ``out`` is refused unless ``overwrite=True`` or the run resumes
+    (``resume=True`` with a saved run in ``buffer``), which may replace its own output.
     """
     kwargs = dict(env_kwargs or {})
     env = make_env(env_id, kwargs)
@@ -106,8 +116,11 @@ def learn(
         exists = (path / "zarr.json").exists()
         if exists and not resume:
             saved = run_dir_of(path).is_dir()
-            raise RunMismatchError(f"{path}: the buffer exists" + (" and holds a run; resume it with "
-                                   "--resume (resume=True)" if saved else "; choose a new path"))
+            why = f"{path}: the buffer exists" + (" and holds a run" if saved else "")
+            raise RunMismatchError(why + ("; resume it with resume=True" if saved else "; choose a new path"),
+                                   cli=why + ("; resume it with --resume" if saved else
+                                              "; choose a new --buffer"))
+        refuse_existing(out, overwrite or (resume and exists and run_dir_of(path).is_dir()))
         if exists:
             store = open_store(path, mode="a")
             if store.capacity != capacity:
@@ -132,4 +145,5 @@ def learn(
         env.close()
     if out is not None:
         agent.save(out)
-    return LearnReport(env_id, str(buffer), None if out is None else str(out), result, rows, gap)
+    return LearnReport(env_id, str(buffer), None if out is None else str(out), result, rows, gap,
+                       None if log is None else str(log))
