@@ -148,3 +148,12 @@ class CurveLogNotFoundError(CurveLogError, FileNotFoundError):
 
 
 __all__ += ["CurveLogError", "CurveLogNotFoundError"]
+
+
+class PlotError(ReplayStoreError, ValueError):
+    """What ``replaystore plot`` was asked to draw cannot be drawn: an unknown kind of
+    source, a ``--by`` field that is not discrete, an env that is not a grid world or does
+    not fit the agent, an output name that is neither ``.png`` nor ``.svg``."""
+
+
+__all__.append("PlotError")

@@ -160,8 +160,22 @@ def test_missing_matplotlib_names_the_extra(logs, tmp_path, monkeypatch):
     assert "pip install 'replaystore[plot]'" in str(e.value)
 
 
+def test_missing_matplotlib_names_the_extra_for_stores_and_agents_too(tmp_path, monkeypatch):
+    from replaystore.agents import QLearningAgent
+    from replaystore.collect import collect
+    from replaystore.plot import plot
+
+    collect("FrozenLake-v1", tmp_path / "fl.zarr", steps=200, env_kwargs={"is_slippery": False})
+    QLearningAgent(16, 4).save(tmp_path / "q.npz")
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    for source, kw in ((tmp_path / "fl.zarr", {}), (tmp_path / "q.npz", {"env": "FrozenLake-v1"})):
+        with pytest.raises(rs.MissingExtraError, match=r"pip install 'replaystore\[plot\]'"):
+            plot(source, tmp_path / "x.svg", **kw)
+    assert not (tmp_path / "x.svg").exists()
+
+
 def test_importing_does_not_import_matplotlib():
-    code = ("import sys, replaystore, replaystore.plot, replaystore.cli; "
+    code = ("import sys, replaystore, replaystore.plot, replaystore.cli, replaystore.demo; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -22,18 +22,33 @@ from .common import main
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True,
               help='Episodes of the evaluation.')
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also save the Q-table here.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the report into this directory (created if missing): report.txt, "
+                   "train-log.csv (one row per sweep) and the pictures learning-curve.png, data.png "
+                   "and policy.png (they need the plot extra: pip install 'replaystore[plot]'; "
+                   "without it only the text is written). A directory already holding any of "
+                   "these files is refused unless --overwrite; its other files are never touched.")
+@click.option("--overwrite", is_flag=True, help="Replace the report files already in --report DIR.")
 @click.option("--trust-env-id", is_flag=True,
               help="Make the store's recorded env id even in the module:Env-v0 form, which imports "
                    "that module (refused by default: a store is data).")
-def demo(data, gamma, seed, episodes, out, trust_env_id):
-    """The main job on the bundled dataset: train offline, evaluate, compare with the optimum.
+def demo(data, gamma, seed, episodes, out, report_dir, overwrite, trust_env_id):
+    """The main job on the bundled dataset: bundled data -> train offline -> evaluate.
 
-    Example: replaystore demo
+    Trains a tabular Q-learning agent on transitions collected earlier (the bundled FrozenLake
+    dataset, a random policy's; the demo collects nothing), evaluates its greedy policy in the
+    env (mean undiscounted return over --episodes episodes) and compares it with the exact
+    optimum (the discounted value of the start state at --gamma).
+
+    \b
+    Example:
+      replaystore demo
+      replaystore demo --report demo-report     # also report.txt and pictures in demo-report/
     """
     from ..demo import run_demo
 
     run_demo(DEMO_STORE if data is None else data, gamma=gamma, seed=seed, episodes=episodes, out=out,
-             echo=click.echo, trust_env_id=trust_env_id)
+             echo=click.echo, trust_env_id=trust_env_id, report_dir=report_dir, overwrite=overwrite)
 
 
 if __name__ == "__main__":  # pragma: no cover

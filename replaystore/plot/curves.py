@@ -1,16 +1,20 @@
-"""Pictures of the learning curves that ``replaystore learn --log`` writes (needs the
-``plot`` extra: ``pip install 'replaystore[plot]'``).
+"""Learning curves from a training log CSV, of either kind, told apart by the header:
 
-Up to three panels share the x axis (env steps): episode returns (faint points and a
-moving average), evaluations (mean return; the exact gap to the optimal value in %,
-dashed, on a second axis) and the TD/update magnitude (log scale). Several logs are
-several runs on the same axes, with a legend. A log is data: a file that is not one
-raises :class:`~replaystore.errors.CurveLogError` naming the file and the line.
+* ``replaystore learn --log`` (online, :data:`replaystore.online.curves.COLUMNS`): up to
+  three panels share the x axis (env steps): episode returns (faint points and a moving
+  average), evaluations (mean return; the exact gap to the optimal value in %, dashed, on
+  a second axis) and the TD/update magnitude (log scale);
+* ``replaystore train --log`` (offline, one row per sweep): see :mod:`.trainlog`.
+
+Several logs are several runs on the same axes, with a legend. A log is data: a file
+that is not one raises :class:`~replaystore.errors.CurveLogError` naming the file and the line.
 
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> _ = (d / "run.csv").write_text("kind,step,return,length,mean_return,success_rate,gap,td,updates\\n"
 ...                                "episode,12,-3.0,12,,,,,\\ntd,20,,,,,,0.5,10\\n")
+>>> log_kind(d / "run.csv")
+'online'
 >>> fig = plot_curves([d / "run.csv"], d / "run.png", title="demo")
 >>> (d / "run.png").read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n", len(fig.axes)
 (True, 2)
@@ -27,12 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CurveLogError, CurveLogNotFoundError, MissingExtraError
-from .online.curves import COLUMNS
+from ..errors import CurveLogError, CurveLogNotFoundError
+from ..online.curves import COLUMNS
+from .common import new_figure, out_format, save_figure
+from .trainlog import TRAIN_LOG_COLUMNS, plot_train_log
 
-__all__ = ["plot_curves", "read_curves"]
+__all__ = ["plot_curves", "read_curves", "log_kind"]
 
 _KINDS = {"episode": ("return",), "eval": ("mean_return",), "td": ("td",)}
+_WHAT = "a CSV written by replaystore learn --log or replaystore train --log"
 
 
 def _num(path: Path, line: int, row: dict[str, str], col: str, *, required: bool = True,
@@ -50,9 +57,34 @@ def _num(path: Path, line: int, row: dict[str, str], col: str, *, required: bool
     return value
 
 
+def log_kind(path: str | os.PathLike[str]) -> str:
+    """``"online"`` (``learn --log``) or ``"offline"`` (``train --log``), from the header of
+    the CSV ``path``; :class:`CurveLogError` if it is neither."""
+    path = Path(path)
+    if not path.is_file():
+        raise CurveLogNotFoundError(f"{path}: no such learning-curves log ({_WHAT})")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = [h.strip() for h in next(csv.reader(f), [])]
+    except UnicodeDecodeError:
+        raise CurveLogError(f"{path}: not a learning-curves log: not a UTF-8 text file") from None
+    except csv.Error as e:
+        raise CurveLogError(f"{path}: not a readable CSV file ({e})") from None
+    if all(c in header for c in COLUMNS):
+        return "online"
+    if all(c in header for c in TRAIN_LOG_COLUMNS):
+        return "offline"
+    missing = [c for c in COLUMNS if c not in header]
+    raise CurveLogError(
+        f"{path}: not a learning-curves log: the header should have the columns "
+        f"{','.join(COLUMNS)} (replaystore learn --log) or {','.join(TRAIN_LOG_COLUMNS)} "
+        f"(replaystore train --log); missing {','.join(missing)} of the first")
+
+
 def read_curves(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """The curves of one log as arrays: ``episode_step``, ``episode_return``, ``eval_step``,
-    ``eval_return``, ``eval_gap`` (NaN where unknown), ``td_step``, ``td``."""
+    """The curves of one online log (``learn --log``) as arrays: ``episode_step``,
+    ``episode_return``, ``eval_step``, ``eval_return``, ``eval_gap`` (NaN where unknown),
+    ``td_step``, ``td``."""
     path = Path(path)
     if not path.is_file():
         raise CurveLogNotFoundError(f"{path}: no such learning-curves log (a CSV written by "
@@ -106,37 +138,36 @@ def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return (c[i] - c[lo]) / (i - lo)
 
 
-def _figure() -> Any:
-    try:
-        # a bare Figure (no pyplot) renders PNGs with Agg: no window, no global backend change
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise MissingExtraError(f"drawing learning curves needs matplotlib, which is not "
-                                f"installed ({e}): pip install 'replaystore[plot]'") from None
-    return Figure
-
-
 def plot_curves(csv_paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-                out_png: str | os.PathLike[str], *, labels: Sequence[str] | None = None,
+                out: str | os.PathLike[str], *, labels: Sequence[str] | None = None,
                 smooth: int | None = None, title: str | None = None) -> Any:
-    """Draw the logs ``csv_paths`` (one run each) into the PNG file ``out_png``; return the
-    matplotlib ``Figure``. ``smooth``: episodes in the moving average (default: about a
-    tenth of the episodes, 1 to 100); ``labels``: one legend name per log (default: the
-    file names)."""
+    """Draw the logs ``csv_paths`` (one run each, all of one kind: ``learn --log`` or
+    ``train --log``, told by the header) into the picture ``out`` (``.png`` or ``.svg``);
+    return the matplotlib ``Figure`` (9 inches wide, 2.8 per panel + 0.6 high).
+    ``smooth``: episodes in the moving average of an online log (default: about a tenth
+    of the episodes, 1 to 100); ``labels``: one legend name per log (default: the file
+    names)."""
     paths = [csv_paths] if isinstance(csv_paths, (str, os.PathLike)) else list(csv_paths)
     if not paths:
-        raise CurveLogError("no learning-curves log given (a CSV written by replaystore learn --log)")
+        raise CurveLogError(f"no learning-curves log given ({_WHAT})")
     if labels is not None and len(labels) != len(paths):
         raise CurveLogError(f"labels: {len(labels)} given for {len(paths)} log(s); give one per log")
     if smooth is not None and smooth < 1:
         raise CurveLogError(f"smooth: the moving average needs a window of at least 1 episode, "
                             f"got {smooth}")
-    runs = [read_curves(p) for p in paths]
+    out_format(out)
+    kinds = [log_kind(p) for p in paths]
     names = list(labels) if labels is not None else [Path(p).stem for p in paths]
-    Figure = _figure()
+    if len(set(kinds)) > 1:
+        raise CurveLogError(f"{paths[kinds.index('offline')]}: a train --log CSV cannot be drawn "
+                            f"with the learn --log CSV {paths[kinds.index('online')]} (different "
+                            "x axes: updates and env steps); draw them separately")
+    if kinds[0] == "offline":
+        return plot_train_log(paths, out, labels=names, title=title)
+    runs = [read_curves(p) for p in paths]
     panels = [k for k, key in (("episode", "episode_step"), ("eval", "eval_step"), ("td", "td_step"))
               if any(len(r[key]) for r in runs)]
-    fig = Figure(figsize=(9, 2.8 * len(panels) + 0.6), layout="constrained")
+    fig = new_figure(9, 2.8 * len(panels) + 0.6)
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     ax = dict(zip(panels, axes, strict=True))
     many = len(runs) > 1
@@ -178,13 +209,5 @@ def plot_curves(csv_paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[
     axes[-1].set_xlabel("env steps")
     if title:
         fig.suptitle(title)
-    out = Path(out_png)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out)
-    except OSError as e:  # name the picture, not the temporary file
-        raise type(e)(e.errno, e.strerror, str(out)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_figure(fig, out)
     return fig
