@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .agents import QLearningAgent, policy_value_gap
+from .agents.qtable_files import refuse_existing
 from .envs import check_env_id, make_env
 from .errors import EmptyStoreError, EnvError, StoreExistsError
 from .plot import EXTRA_HINT, missing_matplotlib
@@ -153,6 +154,7 @@ def run_demo(
                                            alpha=1.0, alpha_schedule="constant")
         if out is not None:
             agent.check_save_path(out)
+            refuse_existing(out, overwrite)
         if rdir is not None:
             rdir.mkdir(exist_ok=True)
         ep = store.episodes()

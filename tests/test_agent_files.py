@@ -160,6 +160,18 @@ def test_train_refuses_an_existing_out_unless_overwrite(lake, tmp_path):
     assert out.read_bytes() != before
 
 
+def test_demo_refuses_an_existing_out_unless_overwrite(tmp_path):
+    out = tmp_path / "demo.npz"
+    out.write_bytes(b"mine")
+    r = run("demo", "--out", out, "--episodes", 10)
+    assert r.exit_code == 1
+    assert r.output.strip() == (f"Error: {out}: already exists; use --overwrite to replace it (or "
+                                "choose another --out)")
+    assert out.read_bytes() == b"mine"  # refused before training: nothing replaced
+    ok("demo", "--out", out, "--episodes", 10, "--overwrite")
+    assert QLearningAgent.load(out).q.shape == (16, 4)
+
+
 def test_train_refuses_an_existing_log_before_training(lake, tmp_path):
     log = tmp_path / "m.csv"
     log.write_text("mine\n")

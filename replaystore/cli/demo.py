@@ -21,14 +21,15 @@ from .common import main
               help='Seed of training and of the evaluation episodes.')
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True,
               help='Episodes of the evaluation.')
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also save the Q-table here.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also save the agent here (a saved agent: one .npz file, as train/learn write; "
+                   "an existing file is refused unless --overwrite).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Also write the report into this directory (created if missing): report.txt, "
                    "train-log.csv (one row per sweep) and the pictures learning-curve.png, data.png "
                    "and policy.png (they need the plot extra: pip install 'replaystore[plot]'; "
                    "without it only the text is written). A directory already holding any of "
                    "these files is refused unless --overwrite; its other files are never touched.")
-@click.option("--overwrite", is_flag=True, help="Replace the report files already in --report DIR.")
+@click.option("--overwrite", is_flag=True, help="Replace --out and the report files already in --report DIR.")
 @click.option("--trust-env-id", is_flag=True,
               help="Make the store's recorded env id even in the module:Env-v0 form, which imports "
                    "that module (refused by default: a store is data).")
