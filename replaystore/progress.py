@@ -5,7 +5,8 @@ a :class:`Progress` object: ``start(total, label)`` once, ``update(n)`` as work 
 ``close()`` at the end. The library never draws a bar itself; the command line passes a
 reporter that draws one (see ``replaystore.cli``). ``progress=True`` means the plain
 :class:`TextProgress` (a line on stderr a few times a second), ``False``/``None`` means
-nothing is reported.
+nothing is reported. Jobs may call ``update`` every step: a :class:`ThrottledProgress`
+(both of ours) only counts then, and redraws by time, not by step.
 
 >>> p = as_progress(False)
 >>> with p.task(10, "copy") as t:
@@ -23,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["Progress", "NullProgress", "TextProgress", "as_progress"]
+__all__ = ["Progress", "NullProgress", "ThrottledProgress", "TextProgress", "as_progress"]
 
 
 class Progress(ABC):
@@ -64,54 +65,92 @@ class NullProgress(Progress):
         pass
 
 
-class TextProgress(Progress):
+class ThrottledProgress(Progress):
+    """A :class:`Progress` that draws at most once every ``every`` seconds, however often
+    ``update`` is called, and the final state once at ``close``. ``update`` only adds and
+    reads the clock (a few hundred nanoseconds), so a job may report every step.
+    Subclasses implement :meth:`draw`, which reads ``label``, ``total``, ``done``, ``status``.
+
+    >>> class Count(ThrottledProgress):
+    ...     def draw(self, *, final: bool) -> None:
+    ...         self.drawn.append((self.done, final))
+    >>> p = Count(every=3600.0); p.drawn = []
+    >>> with p.task(1000, "work"):
+    ...     for _ in range(1000):
+    ...         p.update(1)
+    >>> p.drawn  # once at the start, never in between, the final state at the end
+    [(0, False), (1000, True)]
+    """
+
+    def __init__(self, every: float = 0.25) -> None:
+        self.every = float(every)
+        self.label = ""
+        self.total: int | None = None
+        self.done = 0
+        self.status: dict[str, Any] = {}
+        self._next = 0.0  # the clock time after which the next redraw may be made
+        self._open = False
+
+    def start(self, total: int | None, label: str) -> None:
+        if self._open:
+            self.close()
+        self.label, self.total, self.done, self.status = label, total, 0, {}
+        self._open = True
+        now = time.monotonic()
+        if now >= self._next:  # (a task begun right after the last redraw waits its turn)
+            self._next = now + self.every
+            self.draw(final=False)
+
+    def update(self, n: int = 1, **status: Any) -> None:
+        self.done += n
+        if status:
+            self.status.update(status)
+        if self._open and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every
+            self.draw(final=False)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._next = time.monotonic() + self.every
+            self.draw(final=True)
+
+    def status_text(self) -> str:
+        """``status`` as text: ``dq=0.00123 bound=4.5``."""
+        return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in self.status.items())
+
+    @abstractmethod
+    def draw(self, *, final: bool) -> None:
+        """Show the current state (``final``: the task has ended; show it for good)."""
+
+
+class TextProgress(ThrottledProgress):
     """A line of text on ``file`` (stderr): ``label done/total``, redrawn at most
-    ``every`` seconds, and once at the end. On a terminal the line is redrawn in place."""
+    ``every`` seconds, and once at the end. On a terminal the line is redrawn in place;
+    anything else (a log file, a pipe) gets one line, at the end."""
 
     def __init__(self, file: IO[str] | None = None, every: float = 0.25) -> None:
+        super().__init__(every)
         self.file = file
-        self.every = float(every)
-        self._label = ""
-        self._total: int | None = None
-        self._done = 0
-        self._status: dict[str, Any] = {}
-        self._last = 0.0
-        self._open = False
+        self._width = 0
 
     def _out(self) -> IO[str]:
         return self.file if self.file is not None else sys.stderr
 
-    def start(self, total: int | None, label: str) -> None:
-        self._label, self._total, self._done, self._status = label, total, 0, {}
-        self._open = True
-        self._last = 0.0
-        self._draw(final=False)
-
-    def update(self, n: int = 1, **status: Any) -> None:
-        self._done += int(n)
-        self._status.update(status)
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            self._draw(final=False)
-
-    def close(self) -> None:
-        if self._open:
-            self._draw(final=True)
-            self._open = False
-
     def _line(self) -> str:
-        done = f"{self._done:,}" + (f"/{self._total:,}" if self._total is not None else "")
-        extra = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in self._status.items())
-        return " ".join(p for p in (self._label, done, extra) if p)
+        done = f"{self.done:,}" + (f"/{self.total:,}" if self.total is not None else "")
+        return " ".join(p for p in (self.label, done, self.status_text()) if p)
 
-    def _draw(self, *, final: bool) -> None:
+    def draw(self, *, final: bool) -> None:
         out = self._out()
         tty = getattr(out, "isatty", lambda: False)()
         if not tty and not final:
             return  # a log file gets one line at the end, not a line per redraw
-        self._last = time.monotonic()
-        out.write(("\r" if tty else "") + self._line() + ("\n" if final else ""))
+        line = self._line()
+        pad = " " * max(0, self._width - len(line)) if tty else ""
+        self._width = 0 if final else len(line)
+        out.write(("\r" if tty else "") + line + pad + ("\n" if final else ""))
         out.flush()
 
 

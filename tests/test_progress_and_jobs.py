@@ -4,6 +4,7 @@ inspect.sample_frame."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def test_jobs_report_to_a_progress(lake, tmp_path):
     with rs.open(lake) as store:
         agent = QLearningAgent.from_spaces(store.observation_space, store.action_space)
         OfflineTrainer(store, agent).train(updates=3, progress=rec)
-    assert rec.calls[0] == ("start", 3, "training") and rec.done() == 3
+    assert rec.calls[0] == ("start", 3, "sweeps") and rec.done() == 3
     assert all("dq" in c[2] for c in rec.calls if c[0] == "update")
     rec = Recorder()
     rs.merge(tmp_path / "m.zarr", [lake, tmp_path / "e"], progress=rec)
@@ -76,18 +77,25 @@ def test_progress_true_writes_a_line_at_the_end(tmp_path, capsys):
     assert err == [f"collect {LAKE} 30/30"]
 
 
-@pytest.mark.parametrize(("every", "draws"), [(3600.0, 0), (0.0, 500)])
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("every", "draws"), [(3600.0, 2), (0.0, 501)])
 def test_click_bar_is_redrawn_at_most_every_interval(every, draws):
-    bar = ClickProgress(every=every)
+    term = Terminal()
+    bar = ClickProgress(every=every, file=term)
     bar.start(500, "work")
-    seen = []
-    real = bar._bar.update
-    bar._bar.update = lambda n, current_item=None: (seen.append(n), real(n, current_item))
     for _ in range(500):
         bar.update(1, dq=0.5)
-    assert len(seen) == draws
     bar.close()
-    assert sum(seen) == 500  # what was not drawn yet is drawn at close
+    assert term.getvalue().count("\r") == draws  # start, (every update,) final state
+    assert "500/500" in term.getvalue()  # what was not drawn yet is drawn at close
+    bar = ClickProgress(every=0.0, file=io.StringIO())  # not a terminal: nothing at all
+    with bar.task(500, "work"):
+        bar.update(500)
+    assert bar.file.getvalue() == ""
 
 
 def test_train_store_chooses_mode_and_schedule(lake, tmp_path):

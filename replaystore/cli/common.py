@@ -4,54 +4,53 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from .. import __version__
 from ..errors import ReplayStoreError
-from ..progress import Progress
+from ..progress import Progress, ThrottledProgress
 
 
-class ClickProgress(Progress):
-    """A click progress bar on stderr, redrawn at most once every ``every`` seconds (not
-    per step); status values (e.g. ``dq``) are shown after the bar."""
+class ClickProgress(ThrottledProgress):
+    """A click progress bar on stderr (``file``), redrawn at most once every ``every``
+    seconds whatever the job reports (see :class:`~replaystore.progress.ThrottledProgress`),
+    and its final state once at the end; status values (e.g. ``dq``) are shown after the bar.
+    When ``file`` is not a terminal nothing is drawn at all: the command's own summary
+    line says what was done. A job of unknown length (``total=None``) shows a count."""
 
-    def __init__(self, every: float = 0.25) -> None:
-        self.every = float(every)
+    def __init__(self, every: float = 0.25, file: IO[str] | None = None) -> None:
+        super().__init__(every)
+        self.file = file
         self._bar: Any = None
-        self._pending = 0
-        self._last = 0.0
+        self._drawn = 0
 
     def start(self, total: int | None, label: str) -> None:
-        self.close()
-        self._bar = click.progressbar(length=total or 0, label=label, file=sys.stderr,
-                                      show_pos=True, item_show_func=lambda s: s)
-        self._bar.__enter__()
-        self._pending = 0
-        self._last = time.monotonic()
-
-    def update(self, n: int = 1, **status: Any) -> None:
-        if self._bar is None:
-            return
-        self._pending += int(n)
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            text = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in status.items())
-            self._bar.update(self._pending, current_item=text or None)
-            self._pending = 0
-            self._last = now
-
-    def close(self) -> None:
-        if self._bar is None:
-            return
-        if self._pending:
-            self._bar.update(self._pending)
-            self._pending = 0
-        self._bar.__exit__(None, None, None)
+        if self._open:
+            self.close()
+        out = self.file if self.file is not None else sys.stderr
         self._bar = None
+        if getattr(out, "isatty", lambda: False)():
+            # unknown length: an iterable without one (a generator), and a count, no bar
+            items = None if total is not None else (_ for _ in ())
+            shape = {} if total is not None else {"bar_template": "%(label)s  %(info)s"}
+            self._bar = click.progressbar(items, length=total, label=label, file=out,
+                                          show_pos=True, item_show_func=lambda s: s, **shape)
+        self._drawn = 0
+        super().start(total, label)
+
+    def draw(self, *, final: bool) -> None:
+        if self._bar is None:
+            return
+        step, self._drawn = self.done - self._drawn, self.done
+        if step:
+            self._bar.update(step, current_item=self.status_text() or None)  # draws (if changed)
+        elif not self._bar.entered:
+            self._bar.__enter__()  # draws the empty bar
+        if final:
+            self._bar.__exit__(None, None, None)  # ends the line
+            self._bar = None
 
 
 def progress_arg(on: bool) -> Progress | bool:

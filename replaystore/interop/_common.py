@@ -31,6 +31,10 @@ __all__ = ["InteropStats", "InteropWarning", "BLOCK_BYTES", "MAX_BLOCK_ROWS", "s
 BLOCK_BYTES = 64 * 2**20
 #: ... and never more rows than this per block
 MAX_BLOCK_ROWS = 1 << 20
+#: a job is done in at least this many blocks (progress moves) unless its blocks would be
+#: smaller than PROGRESS_LEAST_ROWS rows (a job that small is quick)
+PROGRESS_BLOCKS = 32
+PROGRESS_LEAST_ROWS = 1 << 16
 
 
 class InteropWarning(UserWarning):
@@ -199,13 +203,23 @@ def store_job(importer: Callable[..., InteropStats]) -> Callable[..., InteropSta
     return run
 
 
-def block_rows(row_bytes: int, requested: int | None = None) -> int:
-    """Rows per block: ``requested``, or as many as fit in :data:`BLOCK_BYTES`."""
+def block_rows(row_bytes: int, requested: int | None = None, *, total: int | None = None,
+               least: int = PROGRESS_LEAST_ROWS) -> int:
+    """Rows per block: ``requested``, or as many as fit in :data:`BLOCK_BYTES`; given the
+    ``total`` rows of the job, also at most 1/:data:`PROGRESS_BLOCKS` of them (but not
+    fewer than ``least``), so that its progress moves block by block.
+
+    >>> block_rows(8), block_rows(8, total=10_000_000), block_rows(8, total=100), block_rows(8, 5)
+    (1048576, 312500, 65536, 5)
+    """
     if requested is not None:
         if int(requested) < 1:
             raise InteropError(f"block_rows must be at least 1, got {requested}")
         return int(requested)
-    return int(max(1, min(MAX_BLOCK_ROWS, BLOCK_BYTES // max(1, int(row_bytes)))))
+    step = int(max(1, min(MAX_BLOCK_ROWS, BLOCK_BYTES // max(1, int(row_bytes)))))
+    if total is not None:
+        step = min(step, max(int(least), -(-int(total) // PROGRESS_BLOCKS)))
+    return step
 
 
 def row_bytes(store: Any, names: Any) -> int:

@@ -329,7 +329,7 @@ def _copy(f: Any, store: Any, path: Path, n: int, has_next: bool, has_timeouts: 
     """Copy the rows block by block; returns (rows kept, rewards rounded, episodes)."""
     row = sum(int(np.prod(f[k].shape[1:], dtype=np.int64)) * f[k].dtype.itemsize
               for k in ("observations", "actions")) * (1 if has_next else 2) + 16
-    step = _block_rows(row, block_rows)
+    step = _block_rows(row, block_rows, total=n)
     cur_ep, cur_step = 0, 0
     kept = rounded = episodes = 0
     last_seen = -1

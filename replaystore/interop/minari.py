@@ -306,13 +306,12 @@ def _copy_episodes(ds: Any, store: Any, src: Any, obs_space, act_space, step: in
             block.append(rows)
             block_n += n
             counts.episodes += 1
+            bar.update(n)  # reading and converting the episodes is the slow part: report each
             if block_n >= step:
                 store.extend({k: np.concatenate([b[k] for b in block]) for k in block[0]})
-                bar.update(block_n)
                 block, block_n = [], 0
         if block:
             store.extend({k: np.concatenate([b[k] for b in block]) for k in block[0]})
-            bar.update(block_n)
     return counts
 
 

@@ -145,7 +145,10 @@ def export_minari(
                                    description or f"exported by replaystore {__version__} from {st.path}",
                                    data_format)
             try:
-                stats.rows, stats.episodes = _write_episodes(st, writer, collector, names, step, progress)
+                # blocks of a few thousand rows: writing a Minari dataset is slow (~50 us a row)
+                write_step = _block_rows(row_bytes(st, names), block_rows, total=len(st), least=4096)
+                stats.rows, stats.episodes = _write_episodes(st, writer, collector, names, write_step,
+                                                             progress)
             finally:
                 if env is not None:
                     env.close()

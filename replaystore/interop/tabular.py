@@ -154,7 +154,7 @@ def _export(store: Any, out: str | os.PathLike, fmt: str, *, fields, include_ima
                              str(out))
         names, images = _select(st, fields, include_images, stats)
         n = len(st)
-        step = _block_rows(row_bytes(st, names), block_rows_)
+        step = _block_rows(row_bytes(st, names), block_rows_, total=n)
         layout: list[tuple[str, list[str], bool]] = []  # field, columns, as one list column
         for name in names:
             f = st.schema[name]
