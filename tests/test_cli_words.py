@@ -94,3 +94,17 @@ def test_a_store_locked_by_another_process_gives_cli_advice(tmp_path):
         holder.wait()
     time.sleep(0)  # (the lock is gone with the process: the store is usable again)
     assert run("collect", "FrozenLake-v1", "--out", store, "--steps", 10, "--no-progress").exit_code == 0
+
+
+def test_export_and_import_over_an_existing_output_name_overwrite(tmp_path):
+    a = tmp_path / "a.zarr"
+    assert run("collect", "FrozenLake-v1", "--out", a, "--steps", 50, "--no-progress").exit_code == 0
+    out = tmp_path / "a.csv"
+    assert run("export", a, out, "--to", "csv", "--no-progress").exit_code == 0
+    assert_cli_words(error_line(run("export", a, out, "--to", "csv", "--no-progress")), "--overwrite")
+    pq = tmp_path / "a.parquet"
+    assert run("export", a, pq, "--to", "parquet", "--no-progress").exit_code == 0
+    back = tmp_path / "back.zarr"
+    assert run("collect", "FrozenLake-v1", "--out", back, "--steps", 10, "--no-progress").exit_code == 0
+    line = error_line(run("merge", back, a, "--no-progress"))
+    assert_cli_words(line, "--append")

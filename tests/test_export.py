@@ -555,7 +555,7 @@ def test_cli_export_errors(mixed, tmp_path, monkeypatch):
     out = tmp_path / "exists.csv"
     out.write_text("x")
     r = run("export", mixed, out, "--to", "csv")
-    assert r.exit_code == 1 and one_line(r) == f"Error: {out}: already exists; pass overwrite=True (--overwrite) to replace it"
+    assert r.exit_code == 1 and one_line(r) == f"Error: {out}: already exists; use --overwrite to replace it"
     r = run("export", tmp_path / "nope.zarr", tmp_path / "n.csv", "--to", "csv")
     assert r.exit_code == 1 and str(tmp_path / "nope.zarr") in one_line(r)
     r = run("export", mixed, tmp_path / "x.xlsx", "--to", "xlsx")

@@ -134,7 +134,8 @@ def check_new_path(out: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(out)
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise StoreExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
+            raise StoreExistsError(f"{path}: already exists; pass overwrite=True to replace it",
+                                  cli=f"{path}: already exists; use --overwrite to replace it")
         if path.is_dir() and not path.is_symlink():
             raise StoreExistsError(f"{path}: is a directory; refusing to replace it with a file")
     parent = path.resolve().parent
@@ -168,7 +169,8 @@ def check_store_target(out: str | os.PathLike, overwrite: bool) -> Path:
         raise StoreExistsError(f"{path}: already exists and is not a directory; refusing to replace it")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
-            raise StoreExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
+            raise StoreExistsError(f"{path}: already exists; pass overwrite=True to replace it",
+                                  cli=f"{path}: already exists; use --overwrite to replace it")
         if not (path / "zarr.json").exists():
             raise NotAStoreError(f"{path}: refusing to overwrite a non-empty directory that is not a store")
         try:

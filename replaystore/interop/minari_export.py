@@ -199,8 +199,9 @@ def _check_export_target(out: Any, overwrite: bool) -> tuple[str | None, Path]:
     did, path = dataset_dir(out)
     if path.exists():
         if not overwrite:
-            raise StoreExistsError(f"{out}: a Minari dataset already exists there ({path}); "
-                                   "pass overwrite=True (--overwrite) to replace it")
+            where = f"{out}: a Minari dataset already exists there ({path})"
+            raise StoreExistsError(f"{where}; pass overwrite=True to replace it",
+                                   cli=f"{where}; use --overwrite to replace it")
         if not ((path / "data" / "metadata.json").is_file() or (path.is_dir() and not any(path.iterdir()))):
             raise StoreExistsError(f"{path}: exists and is not a Minari dataset; refusing to replace it")
     elif not path.parent.is_dir() and did is None:
