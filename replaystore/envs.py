@@ -10,6 +10,9 @@ A store is data: the env id it records is made only in a form that imports no mo
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +21,7 @@ import gymnasium as gym
 
 from .errors import EnvError
 
-__all__ = ["check_env_id", "make_env"]
+__all__ = ["check_env_id", "make_env", "env_defaults", "normalize_env_kwargs", "env_differences"]
 
 
 def check_env_id(env_id: Any, *, source: str | os.PathLike[str], trusted: bool,
@@ -63,3 +66,97 @@ def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, **make_kw
         raise EnvError(f"environment {env_id!r}: {' '.join(str(e).split())}") from None
     except TypeError as e:
         raise EnvError(f"environment {env_id!r} does not accept env kwargs {dict(env_kwargs or {})}: {e}") from None
+
+
+def _json(v: Any) -> Any:
+    return json.loads(json.dumps(v, sort_keys=True, allow_nan=False))
+
+
+@functools.lru_cache(maxsize=64)
+def _defaults(env_id: str) -> str:
+    """:func:`env_defaults` as a JSON string (cached: it may import the env's module)."""
+    try:
+        spec = gym.spec(env_id)
+    except Exception:  # not registered here: nothing known about its defaults
+        return "{}"
+    out: dict[str, Any] = {}
+    try:
+        entry = spec.entry_point
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        for name, p in inspect.signature(creator).parameters.items():
+            if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                out[name] = p.default
+    except Exception:  # an entry point that cannot be loaded or inspected: the spec's kwargs only
+        pass
+    out.update(spec.kwargs or {})
+    out["max_episode_steps"] = spec.max_episode_steps
+    keep = {}
+    for k, v in out.items():
+        try:
+            keep[k] = _json(v)
+        except (TypeError, ValueError):  # not JSON: recorded kwargs never hold such a value
+            pass
+    return json.dumps(keep, sort_keys=True)
+
+
+def env_defaults(env_id: Any, *, trusted: bool = False) -> dict[str, Any]:
+    """The keyword arguments ``gym.make(env_id)`` uses when given none, as JSON values: the
+    env constructor's signature defaults, overridden by the registered ``EnvSpec.kwargs``,
+    plus ``max_episode_steps``. ``{}`` for an env not registered here, and for a
+    ``module:Env-v0`` id unless ``trusted`` (looking it up would import ``module``; see
+    :func:`check_env_id`). Resolving a registered id imports its env's module, as making it does.
+
+    >>> env_defaults("FrozenLake-v1")["is_slippery"], env_defaults("FrozenLake-v1")["map_name"]
+    (True, '4x4')
+    """
+    if not isinstance(env_id, str) or not env_id or (":" in env_id and not trusted):
+        return {}
+    return json.loads(_defaults(env_id))
+
+
+def normalize_env_kwargs(env_id: Any, kwargs: Mapping[str, Any] | None, *,
+                         trusted: bool = False) -> dict[str, Any]:
+    """``kwargs`` with the env's defaults (:func:`env_defaults`) filled in, as JSON values:
+    two sets of kwargs make the same env exactly when their normalised forms are equal.
+
+    >>> a = normalize_env_kwargs("FrozenLake-v1", {})
+    >>> a == normalize_env_kwargs("FrozenLake-v1", {"is_slippery": True, "map_name": "4x4"})
+    True
+    >>> a == normalize_env_kwargs("FrozenLake-v1", {"is_slippery": False})
+    False
+    """
+    return {**env_defaults(env_id, trusted=trusted), **_json(dict(kwargs or {}))}
+
+
+def _env_words(env: Mapping[str, Any]) -> str:
+    if env.get("mixed"):
+        return "mixed envs"
+    return json.dumps(env["id"]) if env.get("id") else "none"
+
+
+def env_differences(recorded: Mapping[str, Any], given: Mapping[str, Any], *,
+                    trusted: bool = False) -> list[str]:
+    """How the env ``given`` differs from the env ``recorded`` (both ``{"id", "kwargs",
+    "mixed"}`` as in :attr:`ReplayStore.env_info`), as phrases; ``[]`` when they are the
+    same env. Kwargs are compared after :func:`normalize_env_kwargs`.
+
+    >>> env_differences({"id": "FrozenLake-v1", "kwargs": {}},
+    ...                 {"id": "FrozenLake-v1", "kwargs": {"is_slippery": False}})
+    ['env kwargs: is_slippery: store recorded true, given false']
+    >>> env_differences({"id": "FrozenLake-v1"}, {"id": "FrozenLake-v1", "kwargs": {"map_name": "4x4"}})
+    []
+    """
+    if bool(recorded.get("mixed")) != bool(given.get("mixed")) or recorded.get("id") != given.get("id"):
+        return [f"env: store recorded {_env_words(recorded)}, given {_env_words(given)}"]
+    if not recorded.get("id"):
+        return []
+    env_id = recorded["id"]
+    a = normalize_env_kwargs(env_id, recorded.get("kwargs"), trusted=trusted)
+    b = normalize_env_kwargs(env_id, given.get("kwargs"), trusted=trusted)
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, ...) != b.get(k, ...):
+            va = json.dumps(a[k], sort_keys=True) if k in a else "nothing"
+            vb = json.dumps(b[k], sort_keys=True) if k in b else "nothing"
+            out.append(f"env kwargs: {k}: store recorded {va}, given {vb}")
+    return out

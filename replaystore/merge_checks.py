@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import spaces as _spaces
+from .envs import env_differences
 from .errors import EnvError, SchemaError
 from .storage import ReplayStore
 
@@ -89,10 +90,6 @@ def differences(ref: ReplayStore, other: ReplayStore) -> list[str]:
     return out
 
 
-def _env_key(env: Mapping) -> tuple:
-    return env.get("id"), json.dumps(env.get("kwargs") or {}, sort_keys=True), bool(env.get("mixed"))
-
-
 def _env_str(env: Mapping) -> str:
     if not env.get("id"):
         return "(none recorded)" if not env.get("mixed") else "(mixed)"
@@ -119,7 +116,8 @@ def check_envs(srcs: list[ReplayStore], ref: ReplayStore, dst: ReplayStore | Non
     """The inputs' envs, the env they are compared with, and whether they differ from it.
 
     OUT (``dst``, when appending) counts unless it has never held a row and records none;
-    different envs raise :class:`EnvError` unless ``allow_different_env``.
+    different envs raise :class:`EnvError` unless ``allow_different_env``. Env kwargs are
+    compared with the env's defaults filled in (:func:`replaystore.envs.env_differences`).
     """
     envs = [s.env_info for s in srcs]
     env_ref = ref.env_info
@@ -128,7 +126,7 @@ def check_envs(srcs: list[ReplayStore], ref: ReplayStore, dst: ReplayStore | Non
         env_ref, env_from = envs[0], srcs[0]
     mixed = False
     for s, e in zip(srcs, envs, strict=True):
-        if _env_key(e) != _env_key(env_ref):
+        if env_differences(env_ref, e):
             if not allow_different_env:
                 raise EnvError(
                     f"cannot merge {s.path} (env {_env_str(e)}) with {env_from.path} (env "

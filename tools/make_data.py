@@ -29,16 +29,31 @@ COMMAND = [
 ]
 
 
+#: files a store holds only while (or after) a process has it open: never part of its content
+#: (``.writer.lock``, ``.live``; see replaystore.storage.layout.RUNTIME_FILES, repeated here
+#: so the check reads nothing of the package it checks)
+RUNTIME_FILES = frozenset({".writer.lock", ".live"})
+
+
 def build(out: Path) -> None:
+    """Run the CLI of this checkout (not whatever replaystore is installed) into ``out``."""
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-    subprocess.run([sys.executable, "-m", "replaystore", *COMMAND, "--out", str(out)], check=True, env=env)
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONPATH": path}
+    subprocess.run([sys.executable, "-m", "replaystore", *COMMAND, "--out", str(out)], check=True, env=env,
+                   cwd=ROOT)
+
+
+def content_files(root: Path) -> list[Path]:
+    """The store's files relative to ``root``, without :data:`RUNTIME_FILES`."""
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name not in RUNTIME_FILES)
 
 
 def same_tree(a: Path, b: Path) -> list[str]:
+    """The files that differ between the stores ``a`` and ``b`` (runtime files ignored)."""
     diffs = []
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    files_a = content_files(a)
+    files_b = content_files(b)
     if files_a != files_b:
         diffs.append(f"file lists differ: {set(files_a) ^ set(files_b)}")
     for rel in set(files_a) & set(files_b):

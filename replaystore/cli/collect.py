@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from .common import json_arg, main, progress_arg
+from .common import json_arg, main, open_readonly, progress_arg
 
 
 # -- collect ---------------------------------------------------------------------------------
@@ -15,8 +17,9 @@ from .common import json_arg, main, progress_arg
 @click.option("--episodes", type=click.IntRange(min=1), help="Complete episodes to record.")
 @click.option("--policy", type=click.Choice(["random"]), default="random", show_default=True,
               help="Behaviour policy when no --qtable is given.")
-@click.option("--qtable", type=click.Path(dir_okay=False),
-              help="Act epsilon-greedily from this saved Q.npy (or any saved policy replaystore can load).")
+@click.option("--qtable", type=click.Path(dir_okay=False), metavar="AGENT",
+              help="Act epsilon-greedily from AGENT, a saved agent: one .npz file written by train/learn "
+                   "(older q.npy files, or any saved policy replaystore can load, work too).")
 @click.option("--epsilon", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="Exploration rate with --qtable.")
 @click.option("--num-envs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -24,27 +27,48 @@ from .common import json_arg, main, progress_arg
 @click.option("--capacity", type=click.IntRange(min=1), help="Make a ring buffer keeping the newest C rows.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the environment resets and the policy's random actions.")
-@click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\'.')
+@click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\' '
+              "(appending: default the store's).")
+@click.option("--allow-different-env", is_flag=True,
+              help="Append even if the store records another env or env kwargs (it is then recorded as mixed).")
 @click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk file (new stores; default by size).")
 @click.option("--codecs", help="Compression for a new store: none, zstd[:level], lz4, blosc-lz4, gzip.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def collect(env_id, out, steps, episodes, policy, qtable, epsilon, num_envs, capacity, seed, env_kwargs,
-            chunk_rows, codecs, progress):
+            allow_different_env, chunk_rows, codecs, progress):
     """Run ENV_ID with a policy and record every transition into --out.
 
     Example: replaystore collect FrozenLake-v1 --out fl.zarr --steps 50000 --seed 0
+
+    Ctrl-C stops it and keeps every row committed so far (exit status 130).
     """
     from ..collect import collect as run_collect
 
     if (steps is None) == (episodes is None):
         raise click.ClickException("collect: give exactly one of --steps N or --episodes N")
-    stats = run_collect(env_id, out, steps=steps, episodes=episodes, policy=qtable or policy,
-                        epsilon=epsilon if qtable else 0.0, num_envs=num_envs, capacity=capacity,
-                        seed=seed, env_kwargs=json_arg(env_kwargs, "--env-kwargs"),
-                        progress=progress_arg(progress), chunk_rows=chunk_rows, codecs=codecs)
+    try:
+        stats = run_collect(env_id, out, steps=steps, episodes=episodes, policy=qtable or policy,
+                            epsilon=epsilon if qtable else 0.0, num_envs=num_envs, capacity=capacity,
+                            seed=seed, env_kwargs=None if env_kwargs is None else json_arg(env_kwargs, "--env-kwargs"),
+                            progress=progress_arg(progress), chunk_rows=chunk_rows, codecs=codecs,
+                            allow_different_env=allow_different_env)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: {_kept(out)}", err=True)
+        sys.exit(130)
     mean = "-" if stats.mean_return is None else f"{stats.mean_return:.3f}"
     click.echo(f"recorded {stats.steps} transitions ({stats.episodes} complete episodes, "
                f"mean return {mean}) into {out} in {stats.seconds:.1f}s")
 
 
+def _kept(out: str) -> str:
+    """How many committed rows the store at ``out`` holds after an interrupted collect."""
+    from ..errors import NotAStoreError, ReplayStoreError
+
+    try:
+        with open_readonly(out) as store:
+            return f"kept {len(store):,} rows (committed) in {out}"
+    except NotAStoreError:
+        return f"kept 0 rows: {out} was not created"
+    except (ReplayStoreError, OSError) as e:
+        return f"the rows committed in {out} are kept, but could not be counted: {e}"

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from .. import spaces
-from ..errors import SchemaError
+from ..envs import env_differences
+from ..errors import EnvError, SchemaError
 from ..progress import Progress, as_progress
 from ..storage import ReplayStore, create, now_iso, resolve_backend
 from ..storage import open as open_store
@@ -20,8 +21,10 @@ from ..version import __version__
 from .block import RowBlock
 from .config import (
     BLOCK_STEPS,
+    MIXED_ENV,
     CollectorConfigError,
     CollectStats,
+    append_env_kwargs,
     check_budget,
     check_count,
     is_int,
@@ -364,20 +367,40 @@ class Collector:
         return drop
 
 
-def _open_for_append(root: Any, capacity: int | None, collector: Collector) -> ReplayStore:
-    """The existing store at ``root``, open for appending, checked against the collector."""
+def _open_for_append(root: Any, capacity: int | None) -> ReplayStore:
+    """The existing store at ``root``, open for appending, with ``capacity`` checked."""
     store = open_store(root, "a")
-    try:
-        if capacity is not None and store.capacity != capacity:
-            raise SchemaError(
-                f"{root}: the store exists with capacity {store.capacity}; got "
-                f"capacity={capacity} (omit capacity= to append to it)"
-            )
-        collector.check_store(store)
-    except BaseException:
+    if capacity is not None and store.capacity != capacity:
         store.close()
-        raise
+        raise SchemaError(
+            f"{root}: the store exists with capacity {store.capacity}; got "
+            f"capacity={capacity} (omit capacity= to append to it)"
+        )
     return store
+
+
+def _check_append_env(store: ReplayStore, collector: Collector, allow_different_env: bool) -> None:
+    """Refuse (:class:`EnvError`) to append ``collector``'s env to a store recording another
+    (kwargs compared with defaults filled in), unless ``allow_different_env``: then the store
+    is recorded as mixed, as :func:`replaystore.merge.merge` does. A store that never held a
+    row and records no env takes the collector's."""
+    recorded = store.env_info
+    given = {"id": collector.env_id, "kwargs": collector.env_kwargs}
+    if store.total == 0 and not recorded.get("id") and not recorded.get("mixed"):
+        store.update_info(env=json_copy(given))
+        return
+    diff = env_differences(recorded, given, trusted=True)  # the collector made the env already
+    if not diff:
+        return
+    if not allow_different_env:
+        what = (f"{store.path}: cannot append transitions of {collector.env_id} to this store: "
+                f"{'; '.join(diff)} (transitions of different dynamics would be mixed); ")
+        raise EnvError(what + "pass allow_different_env=True to append anyway (the store is then "
+                       "recorded as mixed)",
+                       cli=what + "pass --allow-different-env to append anyway (the store is then "
+                       "recorded as mixed)")
+    if recorded != MIXED_ENV:
+        store.update_info(env=json_copy(MIXED_ENV))
 
 
 def _new_store(collector: Collector, root: Any, **layout: Any) -> ReplayStore:
@@ -410,6 +433,7 @@ def collect(
     codecs: Any = None,
     batched_policy: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    allow_different_env: bool = False,
 ) -> CollectStats:
     """Run ``env_id`` with ``policy`` and record its transitions in the store at ``path``
     (a directory or an fsspec URL such as ``s3://bucket/buf.zarr``).
@@ -423,6 +447,14 @@ def collect(
     ``{"max_episode_steps": 50}``. See the package docstring for policies, seeding and
     vector envs.
 
+    Appending: without ``env_kwargs`` the env is made with the kwargs the store records
+    (for the same env id). An env other than the store's (another id, or kwargs that differ
+    once the env's defaults are filled in: ``{}`` and ``{"is_slippery": True}`` are the
+    same FrozenLake-v1) is refused with :class:`EnvError` before anything is written, unless
+    ``allow_different_env=True``: then the store records ``env_info == {"id": None,
+    "kwargs": {}, "mixed": True}`` as :func:`replaystore.merge.merge` does (each run's env
+    stays in ``info["collections"]``).
+
     Metadata: a new store gets ``env_info == {"id": env_id, "kwargs": env_kwargs}``; every
     run (the first and each append) adds a record to ``info["collections"]`` with its env
     id and kwargs, seed, ``num_envs``, policy, epsilon, what was requested and what was
@@ -434,22 +466,29 @@ def collect(
     (e.g. a Q-table) that does not fit the env.
     """
     check_budget(steps, episodes)
-    with Collector(
-        env_id,
-        policy=policy,
-        epsilon=epsilon,
-        num_envs=num_envs,
-        seed=seed,
-        env_kwargs=env_kwargs,
-        batched_policy=batched_policy,
-    ) as collector:
-        root = resolve_backend(path, storage_options)
-        if root.local is not None:
-            clean_leftovers(root.local.parent)  # what killed jobs left next to it
-        if root.exists():
-            store = _open_for_append(root, capacity, collector)
-        else:
-            store = _new_store(collector, root, capacity=capacity, chunk_rows=chunk_rows,
-                               codecs=codecs)
-        with store:
+    root = resolve_backend(path, storage_options)
+    if root.local is not None:
+        clean_leftovers(root.local.parent)  # what killed jobs left next to it
+    store = _open_for_append(root, capacity) if root.exists() else None
+    try:
+        if store is not None:
+            env_kwargs = append_env_kwargs(store.env_info, env_id, env_kwargs)
+        with Collector(
+            env_id,
+            policy=policy,
+            epsilon=epsilon,
+            num_envs=num_envs,
+            seed=seed,
+            env_kwargs=env_kwargs,
+            batched_policy=batched_policy,
+        ) as collector:
+            if store is None:
+                store = _new_store(collector, root, capacity=capacity, chunk_rows=chunk_rows,
+                                   codecs=codecs)
+            else:
+                collector.check_store(store)
+                _check_append_env(store, collector, allow_different_env)
             return collector.run(store, steps=steps, episodes=episodes, progress=progress)
+    finally:
+        if store is not None:
+            store.close()

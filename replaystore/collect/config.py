@@ -16,7 +16,10 @@ from ..errors import EnvError, ReplayStoreError
 
 __all__ = ["CollectorConfigError", "CollectStats", "BLOCK_STEPS", "TAG_ACTIONS", "TAG_EPSILON",
            "is_int", "check_count", "check_budget", "parse_env_kwargs", "json_copy",
-           "derived_seed", "make_envs"]
+           "derived_seed", "make_envs", "append_env_kwargs", "MIXED_ENV"]
+
+#: what a store of transitions of different envs records (as :func:`replaystore.merge.merge` does)
+MIXED_ENV = {"id": None, "kwargs": {}, "mixed": True}
 
 #: Vector steps buffered before one ``store.extend`` (times ``num_envs`` rows).
 BLOCK_STEPS = 1024
@@ -103,6 +106,19 @@ def parse_env_kwargs(env_id: str, env_kwargs: Any) -> dict[str, Any]:
             f"store's metadata), got {out!r}: {e}"
         ) from None
     return out
+
+
+def append_env_kwargs(recorded: Mapping[str, Any], env_id: str, env_kwargs: Any) -> Any:
+    """The env kwargs to append to a store recording env ``recorded`` with: ``env_kwargs``
+    if given, else the store's recorded kwargs when it records ``env_id`` (so an append
+    without kwargs makes the env the store holds, not gymnasium's defaults).
+
+    >>> append_env_kwargs({"id": "FrozenLake-v1", "kwargs": {"is_slippery": False}}, "FrozenLake-v1", None)
+    {'is_slippery': False}
+    """
+    if env_kwargs is not None or recorded.get("mixed") or recorded.get("id") != env_id:
+        return env_kwargs
+    return json_copy(dict(recorded.get("kwargs") or {}))
 
 
 def json_copy(obj: Any) -> Any:

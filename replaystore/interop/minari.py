@@ -59,9 +59,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
+from ..envs import env_defaults
 from ..errors import DatasetNotFoundError, InteropError, MissingExtraError
 from ..progress import Progress, as_progress
 from ..storage import create, now_iso
@@ -193,12 +193,12 @@ def _env_record(spec: Any, stats: InteropStats) -> dict:
     if spec is None:
         return {}
     kwargs = dict(spec.kwargs or {})
-    try:  # a "module:Env-v0" id would import module: a dataset is data, so it is not looked up
-        registered = gym.spec(spec.id) if ":" not in str(spec.id) else None
-    except Exception:  # not registered here (its package is not installed)
-        registered = None
-    if spec.max_episode_steps is not None and (
-            registered is None or registered.max_episode_steps != spec.max_episode_steps):
+    # {} for an id not registered here, and for a "module:Env-v0" id, which would import
+    # module: a dataset is data, so it is not looked up. The kwargs stay explicit; they are
+    # compared with the defaults filled in (replaystore.envs.env_differences), so a round
+    # trip still merges with its source.
+    defaults = env_defaults(spec.id)
+    if spec.max_episode_steps is not None and defaults.get("max_episode_steps") != spec.max_episode_steps:
         kwargs["max_episode_steps"] = spec.max_episode_steps
     keep = {}
     for k, v in kwargs.items():
