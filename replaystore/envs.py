@@ -41,16 +41,18 @@ def check_env_id(env_id: Any, *, source: str | os.PathLike[str], trusted: bool,
     >>> check_env_id("evil:Foo-v0", source="fl.zarr", trusted=False)
     Traceback (most recent call last):
     ...
-    replaystore.errors.EnvError: fl.zarr: the store records env id 'evil:Foo-v0', which would import the Python module 'evil' (a store is data, so its env id is not imported); pass --trust-env-id (Python: trust_env_id=True) if you trust this store, or pass the env id yourself with --env
+    replaystore.errors.EnvError: fl.zarr: the store records env id 'evil:Foo-v0', which would import the Python module 'evil' (a store is data, so its env id is not imported); pass trust_env_id=True if you trust this store, or give the env id yourself
     """
     if not isinstance(env_id, str) or not env_id:
         raise EnvError(f"{source}: the recorded env id {env_id!r} is not a non-empty string")
     if trusted or ":" not in env_id:
         return env_id
     yourself = f", or pass the env id yourself with {env_option}" if env_option else ""
-    raise EnvError(f"{source}: the store records env id {env_id!r}, which would import the Python "
-                   f"module {env_id.split(':', 1)[0]!r} (a store is data, so its env id is not "
-                   f"imported); pass --trust-env-id (Python: trust_env_id=True) if you trust this store{yourself}")
+    what = (f"{source}: the store records env id {env_id!r}, which would import the Python module "
+            f"{env_id.split(':', 1)[0]!r} (a store is data, so its env id is not imported)")
+    raise EnvError(f"{what}; pass trust_env_id=True if you trust this store"
+                   + (", or give the env id yourself" if env_option else ""),
+                   cli=f"{what}; pass --trust-env-id if you trust this store{yourself}")
 
 
 def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, **make_kwargs: Any) -> gym.Env:

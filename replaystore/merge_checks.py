@@ -128,10 +128,9 @@ def check_envs(srcs: list[ReplayStore], ref: ReplayStore, dst: ReplayStore | Non
     for s, e in zip(srcs, envs, strict=True):
         if env_differences(env_ref, e):
             if not allow_different_env:
-                raise EnvError(
-                    f"cannot merge {s.path} (env {_env_str(e)}) with {env_from.path} (env "
-                    f"{_env_str(env_ref)}): transitions of different environments would be "
-                    "mixed; pass --allow-different-env (allow_different_env=True) to merge anyway"
-                )
+                what = (f"cannot merge {s.path} (env {_env_str(e)}) with {env_from.path} (env "
+                        f"{_env_str(env_ref)}): transitions of different environments would be mixed")
+                raise EnvError(f"{what}; pass allow_different_env=True to merge anyway",
+                               cli=f"{what}; pass --allow-different-env to merge anyway")
             mixed = True
     return envs, env_ref, mixed

@@ -12,6 +12,7 @@ there after each refusal, and is there when the user opts in (``--trust-env-id``
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -109,11 +110,12 @@ def test_check_env_id():
     assert check_env_id("FrozenLake-v1", source="s.zarr", trusted=False) == "FrozenLake-v1"
     assert check_env_id("ns/Env-v0", source="s.zarr", trusted=False) == "ns/Env-v0"
     assert check_env_id(EVIL_ID, source="s.zarr", trusted=True) == EVIL_ID
-    with pytest.raises(rs.EnvError, match=r"s\.zarr: .*'evilmod_rs_test:Foo-v0'.*--trust-env-id.*--env"):
+    with pytest.raises(rs.EnvError, match=r"s\.zarr: .*'evilmod_rs_test:Foo-v0'.*trust_env_id=True.*yourself") as e:
         check_env_id(EVIL_ID, source="s.zarr", trusted=False)
+    assert re.search(r"s\.zarr: .*'evilmod_rs_test:Foo-v0'.*--trust-env-id.*--env", e.value.cli_message)
     with pytest.raises(rs.EnvError) as e:
         check_env_id(EVIL_ID, source="s.zarr", trusted=False, env_option=None)
-    assert "--env" not in str(e.value).replace("--trust-env-id", "")
+    assert "--env" not in e.value.cli_message.replace("--trust-env-id", "")
     for bad in (5, ["FrozenLake-v1"], {"id": "x"}, ""):
         with pytest.raises(rs.EnvError, match="not a non-empty string"):
             check_env_id(bad, source="s.zarr", trusted=True)
@@ -159,7 +161,7 @@ def test_train_cli_refuses(evil):
 
 
 def test_train_store_refuses(evil):
-    with pytest.raises(rs.EnvError, match=r"shared\.zarr: .*'evilmod_rs_test:Foo-v0'.*--trust-env-id"):
+    with pytest.raises(rs.EnvError, match=r"shared\.zarr: .*'evilmod_rs_test:Foo-v0'.*trust_env_id=True"):
         train_store(evil.store, eval_every=1, eval_episodes=5)
     assert not evil.marker.exists()
     assert train_store(evil.store).result.converged  # no evaluation: the id is not made
@@ -192,7 +194,7 @@ def test_a_non_string_env_id_is_refused(evil):
 # demo
 # --------------------------------------------------------------------------------------
 def test_demo_refuses(evil):
-    with pytest.raises(rs.EnvError, match=r"shared\.zarr: .*'evilmod_rs_test:Foo-v0'.*--trust-env-id"):
+    with pytest.raises(rs.EnvError, match=r"shared\.zarr: .*'evilmod_rs_test:Foo-v0'.*trust_env_id=True"):
         run_demo(data=evil.store, episodes=5)
     assert not evil.marker.exists()
     assert_refused(run("demo", "--data", evil.store, "--episodes", "5"), str(evil.store))
@@ -216,7 +218,7 @@ def test_export_minari_refuses(evil, minari):
     out = evil.tmp / "exported"
     assert_refused(run("export", evil.store, out, "--to", "minari", "--no-progress"), str(evil.store))
     assert not evil.marker.exists() and not out.exists()
-    with pytest.raises(rs.EnvError, match=r"'evilmod_rs_test:Foo-v0'.*--trust-env-id"):
+    with pytest.raises(rs.EnvError, match=r"'evilmod_rs_test:Foo-v0'.*trust_env_id=True"):
         rs.interop.export_minari(evil.store, out)
     assert not evil.marker.exists() and not out.exists()
     r = run("export", evil.store, out, "--to", "parquet", "--trust-env-id")
@@ -253,7 +255,7 @@ def test_import_minari_does_not_look_up_a_module_id(evil, minari):
     assert not evil.marker.exists()
     with rs.open(back, mode="r") as s:
         assert s.env_info["id"] == EVIL_ID
-    with pytest.raises(rs.EnvError, match="--trust-env-id"):
+    with pytest.raises(rs.EnvError, match="trust_env_id=True"):
         train_store(back, eval_every=1)
     assert not evil.marker.exists()
 

@@ -147,7 +147,7 @@ def test_merge_compares_kwargs_with_defaults_filled_in(tmp_path):
     collect(LAKE, b, steps=10)
     collect(LAKE, c, steps=10, env_kwargs={"is_slippery": False})
     assert merge(tmp_path / "ab.zarr", [a, b]).rows == 20
-    with pytest.raises(rs.EnvError, match="allow-different-env"):
+    with pytest.raises(rs.EnvError, match="allow_different_env=True"):
         merge(tmp_path / "ac.zarr", [a, c])
 
 

@@ -282,7 +282,7 @@ def test_deterministic(tmp_path, monkeypatch):
 def test_different_envs_refused_unless_allowed(tmp_path):
     a = make_store(tmp_path / "a.zarr", 0, 10, env_id="EnvA-v0")
     b = make_store(tmp_path / "b.zarr", 10, 10, env_id="EnvB-v0")
-    with pytest.raises(rs.EnvError, match="EnvB-v0.*EnvA-v0.*allow-different-env") as e:
+    with pytest.raises(rs.EnvError, match="EnvB-v0.*EnvA-v0.*allow_different_env=True") as e:
         merge(tmp_path / "out.zarr", [a, b])
     assert str(a) in str(e.value) and str(b) in str(e.value)
     assert not (tmp_path / "out.zarr").exists()
