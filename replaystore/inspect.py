@@ -15,9 +15,12 @@ so ``store.to_pandas()`` needs nothing above the storage layer) and are re-expor
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -100,8 +103,13 @@ class StoreSummary:
     complete_episodes: int
     observation: str | None
     action: str | None
-    fields: tuple[tuple[str, str, tuple[int, ...], int, str | None, int], ...]
-    """``(name, dtype, shape, chunk rows, codec, bytes on disk)`` of every field"""
+    fields: tuple[tuple[str, str, tuple[int, ...], int, str | None, int, int], ...]
+    """``(name, dtype, shape, chunk rows, codec, data bytes, bytes on disk)`` of every field:
+    data is the rows held (uncompressed: rows x row bytes; compressed: the chunks' bytes)"""
+    on_disk: int = 0
+    """bytes the whole store takes on disk (a directory: blocks allocated; a zip: its size)"""
+    apparent: int | None = None
+    """a directory's files' total length, holes of sparse files included (None for a zip)"""
 
     def lines(self) -> list[str]:
         env = self.env.get("id") or "-"
@@ -121,12 +129,52 @@ class StoreSummary:
             lines.append(f"observation:    {self.observation}")
             lines.append(f"action:         {self.action}")
         lines.append("fields:")
-        lines.append(f"  {'name':<16}{'dtype':<9}{'shape':<12}{'chunk rows':>11}  {'codec':<12}{'on disk':>10}")
-        for name, dtype, shape, chunk_rows, codec, size in self.fields:
+        lines.append(f"  {'name':<16}{'dtype':<9}{'shape':<12}{'chunk rows':>11}  {'codec':<12}"
+                     f"{'data':>10}{'on disk':>10}")
+        for name, dtype, shape, chunk_rows, codec, data, size in self.fields:
             lines.append(f"  {name:<16}{dtype:<9}{str(shape):<12}{chunk_rows:>11,}  "
-                         f"{codec or 'none':<12}{human_bytes(size):>10}")
-        lines.append(f"  {'total':<60}{human_bytes(sum(f[-1] for f in self.fields)):>10}")
+                         f"{codec or 'none':<12}{human_bytes(data):>10}{human_bytes(size):>10}")
+        lines.append(f"  {'total':<60}{human_bytes(sum(f[-2] for f in self.fields)):>10}"
+                     f"{human_bytes(sum(f[-1] for f in self.fields)):>10}")
+        lines.append(f"size:           {self.size_line()}")
         return lines
+
+    def size_line(self) -> str:
+        """Data, size on disk and apparent size in one line.
+
+        >>> StoreSummary("s", 1, {}, {}, 1, 1, None, 0, 0, None, None,
+        ...              (("obs", "int64", (), 8, None, 8, 4096),), 8192, 65536).size_line()
+        'data 8 B, on disk 8.0 KiB, apparent 64.0 KiB (sparse files; cp, rsync or tar may inflate them)'
+        """
+        data = human_bytes(sum(f[-2] for f in self.fields))
+        if self.apparent is None:
+            return f"data {data}, zip file {human_bytes(self.on_disk)}"
+        note = (" (sparse files; cp, rsync or tar may inflate them)"
+                if self.apparent > 2 * max(self.on_disk, 1) else "")
+        return f"data {data}, on disk {human_bytes(self.on_disk)}, apparent {human_bytes(self.apparent)}{note}"
+
+
+def _dir_sizes(root: Path) -> tuple[int, int]:
+    """``(bytes on disk, apparent bytes)`` of the files under ``root`` (links not followed)."""
+    disk = apparent = 0
+    for d, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(d, name))
+                apparent += st.st_size
+                disk += getattr(st, "st_blocks", -(-st.st_size // 512)) * 512
+    return disk, apparent
+
+
+def _sizes(path: str) -> tuple[int, int | None]:
+    """``(on disk, apparent)`` of the store at ``path``: a directory, a zip file, or a URL
+    (``(0, None)``: unknown)."""
+    p = Path(path)
+    if "://" in path or not p.exists():
+        return 0, None
+    if p.is_dir():
+        return _dir_sizes(p)
+    return p.stat().st_size, None
 
 
 def summary(store: ReplayStore) -> StoreSummary:
@@ -140,6 +188,8 @@ def summary(store: ReplayStore) -> StoreSummary:
     """
     meta = store.metadata
     sizes = store.nbytes_on_disk()
+    held = store.total if store.capacity is None else min(store.total, store.capacity)
+    on_disk, apparent = _sizes(str(store.path))
     ep = store.episodes()
     obs = store.observation_space
     return StoreSummary(
@@ -154,6 +204,9 @@ def summary(store: ReplayStore) -> StoreSummary:
         complete_episodes=int(ep["complete"].sum()) if len(ep) else 0,
         observation=None if obs is None else spaces.describe(obs),
         action=None if obs is None else spaces.describe(store.action_space),
-        fields=tuple((f.name, f.dtype.name, tuple(f.shape), f.chunk_rows, f.codec, sizes[f.name])
+        fields=tuple((f.name, f.dtype.name, tuple(f.shape), f.chunk_rows, f.codec,
+                      sizes[f.name] if f.compressed else held * f.row_bytes, sizes[f.name])
                      for f in store.schema),
+        on_disk=on_disk,
+        apparent=apparent,
     )

@@ -332,9 +332,10 @@ def test_info(lake):
     assert re.search(r"^action:\s+Discrete\(4\)$", text, re.M)
     assert "fields:" in text
     for name in FIELDS:
-        assert re.search(rf"^  {name}\s+\w+\s+\(\)\s+[\d,]+\s+none\s+[\d.]+ (B|KiB|MiB)$",
-                         text, re.M), name
-    assert re.search(r"^  total\s+[\d.]+ (B|KiB|MiB)$", text, re.M)
+        assert re.search(rf"^  {name}\s+\w+\s+\(\)\s+[\d,]+\s+none\s+[\d.]+ (B|KiB|MiB)\s*[\d.]+ (B|KiB|MiB)$",
+                         text, re.M), name  # data, on disk
+    assert re.search(r"^  total\s+[\d.]+ (B|KiB|MiB)\s*[\d.]+ (B|KiB|MiB)$", text, re.M)
+    assert re.search(r"^size:\s+data [\d.]+ (B|KiB|MiB), on disk [\d.]+ (B|KiB|MiB), apparent ", text, re.M)
 
 
 def test_head(lake):

@@ -81,7 +81,7 @@ def _last_member_cut(path: Path) -> str:
         info = max(zf.infolist(), key=lambda i: i.header_offset)
         start_dir = zf.start_dir
     n, e = struct.unpack_from("<2H", raw, info.header_offset + 26)
-    cut = info.header_offset + 30 + n + e + info.file_size // 2
+    cut = info.header_offset + 30 + n + e + info.compress_size // 2
     eocd_at = raw.rindex(b"PK\x05\x06")
     eocd = bytearray(raw[eocd_at:])
     struct.pack_into("<L", eocd, 16, cut)  # where the central directory starts

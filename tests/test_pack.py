@@ -58,6 +58,11 @@ def test_uncompressed_chunks_are_aligned_and_mapped_from_the_zip(tmp_path):
     chunk_members = 0
     with open(z, "rb") as fh, zipfile.ZipFile(z) as zf:
         for info in zf.infolist():
+            partial = info.filename.endswith("/c/4") or "/c/4/" in info.filename
+            if partial:  # 20,000 rows: chunk 4 holds 3,616 of 4,096 rows, the rest padding
+                assert info.compress_type == zipfile.ZIP_DEFLATED, info.filename
+                assert info.compress_size < info.file_size // 2, info.filename
+                continue
             assert info.compress_type == zipfile.ZIP_STORED, info.filename
             fh.seek(info.header_offset)
             head = fh.read(30)
@@ -66,7 +71,7 @@ def test_uncompressed_chunks_are_aligned_and_mapped_from_the_zip(tmp_path):
             if "/c/" in info.filename:
                 chunk_members += 1
                 assert data_at % ALIGN == 0, info.filename
-    assert chunk_members == 8 * 5  # 8 fields, 20k rows in chunks of 4096
+    assert chunk_members == 8 * 4  # 8 fields, 20k rows in chunks of 4096: 4 full ones each
     with rs.open(z) as p:
         for f in p.schema:
             view = p._view(f)
@@ -124,8 +129,9 @@ def test_zip_is_read_only_and_errors_are_clear(tmp_path):
         rs.unpack(z, src)
     with pytest.raises(rs.NotAStoreError, match="not a .zip"):
         rs.unpack(src, tmp_path / "v.zarr")
-    with pytest.raises(rs.StoreModeError, match="verify checks local directory stores"):
-        rs.verify(z)
+    assert rs.verify(z).ok  # verify reads a zip; repair needs the directory
+    with pytest.raises(rs.StoreModeError, match="read-only.*unpack it"):
+        rs.verify(z, repair=True)
     # a damaged zip: a clear error, not a traceback from zipfile
     bad = tmp_path / "bad.zip"
     bad.write_bytes(z.read_bytes()[:-100])
@@ -159,7 +165,7 @@ def test_cli_pack_use_in_place_unpack(tmp_path):
     for args in (["pack", str(src), str(tmp_path / "s.zip")],
                  ["unpack", str(tmp_path / "s.zip"), str(tmp_path / "u.zarr")],
                  ["pack", str(tmp_path / "nothing"), str(tmp_path / "n.zip")],
-                 ["verify", str(tmp_path / "s.zip")]):
+                 ["verify", str(tmp_path / "s.zip"), "--repair"]):
         res = r.invoke(main, args)
         assert res.exit_code != 0 and isinstance(res.exception, SystemExit), (args, res.output)
         lines = res.output.strip().splitlines()
@@ -177,4 +183,97 @@ def test_cli_train_from_a_zip_equals_train_from_the_directory(tmp_path):
         res = r.invoke(main, ["train", str(path), "--out", str(tmp_path / q), "--gamma", "0.9",
                               "--no-progress"])
         assert res.exit_code == 0, res.output
-    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy")["q"], np.load(tmp_path / "b.npy")["q"])
+
+
+# -- compact sharing: no chunk padding in the zip, none inflated on unpack -----------------
+def _lake(path: Path, rows: int) -> Path:
+    with rs.create(path, Discrete(16), Discrete(4), fsync=False) as s:  # default: 1,048,576-row chunks
+        s.extend(lake_rows(rows))
+    return path
+
+
+def _disk(root: Path) -> tuple[int, int]:
+    """(bytes allocated on disk, apparent bytes) of the files under ``root``."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return sum(p.stat().st_blocks * 512 for p in files), sum(p.stat().st_size for p in files)
+
+
+@pytest.mark.parametrize("rows", [100, 60_000])
+def test_zip_holds_no_chunk_padding_and_round_trips(tmp_path, rows):
+    src = _lake(tmp_path / "s.zarr", rows)
+    z = rs.pack(src, tmp_path / "s.zip")
+    with rs.open(src) as d:
+        data = sum(f.row_bytes for f in d.schema) * rows
+        want = read_all(d)
+        info_data = sum(f[-2] for f in rs.inspect.summary(d).fields)
+    assert info_data == data
+    lines = CliRunner().invoke(main, ["info", str(src)]).output.splitlines()
+    size = [ln for ln in lines if ln.startswith("size:")]
+    assert len(size) == 1 and "data " in size[0] and "on disk" in size[0] and "apparent 46.0 MiB" in size[0]
+    # the 8 fields' padded chunks are 8 x 1,048,576 rows (46 MiB) on the old pack
+    assert z.stat().st_size < data + 256 * 1024, (z.stat().st_size, data)
+    with zipfile.ZipFile(z) as zf:
+        chunks = [i for i in zf.infolist() if "/c/" in i.filename]
+        assert chunks and all(i.compress_type == zipfile.ZIP_DEFLATED for i in chunks)
+    zline = [ln for ln in CliRunner().invoke(main, ["info", str(z)]).output.splitlines()
+             if ln.startswith("size:")]
+    assert zline == [f"size:           {size[0].split(',')[0].split(': ')[1].strip()}, zip file "
+                     f"{rs.inspect.human_bytes(z.stat().st_size)}"]
+    with rs.open(z) as p:  # read in place: the partial chunks are inflated into memory
+        assert_batches_equal(read_all(p), want)
+        idx = np.random.default_rng(0).integers(0, rows, 500)
+        assert_batches_equal(p.read(idx), {k: v[idx] for k, v in want.items()})
+    g = zarr.open_group(zarr.storage.ZipStore(z, mode="r"), mode="r")  # a plain Zarr zip store
+    for name, arr in want.items():
+        np.testing.assert_array_equal(g[name][:rows], arr, err_msg=name)
+    out = rs.unpack(z, tmp_path / "u.zarr")
+    assert store_files(out) == store_files(src)
+    disk, apparent = _disk(out)
+    assert apparent > 40 * 2**20 and disk < data + 2 * 2**20, (disk, apparent)  # sparse, as src
+    assert rs.verify(out).ok
+    with rs.open(out, mode="a") as u:
+        u.extend(lake_rows(10))
+        assert len(u) == rows + 10
+    assert rs.verify(out).ok
+
+
+def test_full_chunks_stay_mapped_and_the_partial_one_is_inflated(tmp_path):
+    src = _store(tmp_path / "s.zarr", rows=10_000)  # chunks of 4,096: 2 full, 1 partial
+    z = rs.pack(src, tmp_path / "s.zip")
+    with rs.open(z) as p, rs.open(src) as d:
+        for f in p.schema:
+            if f.compressed:
+                continue
+            view = p._view(f)
+            assert view.contiguous
+        assert_batches_equal(read_all(p), read_all(d))
+    with zipfile.ZipFile(z) as zf:
+        kinds = {i.filename: i.compress_type for i in zf.infolist() if i.filename.startswith("obs/c/")}
+    assert kinds == {"obs/c/0/0": zipfile.ZIP_STORED, "obs/c/1/0": zipfile.ZIP_STORED,
+                     "obs/c/2/0": zipfile.ZIP_DEFLATED}
+
+
+def _rewrite(src: Path, dst: Path, replace: dict[str, bytes]) -> None:
+    """Copy the zip ``src`` to ``dst`` with some members' data replaced (deflated)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = replace.get(info.filename, zin.read(info))
+            zout.writestr(info, data, compress_type=info.compress_type)
+
+
+def test_a_deflated_chunk_is_never_inflated_beyond_one_chunk(tmp_path):
+    src = _store(tmp_path / "s.zarr", rows=10_000)
+    z = rs.pack(src, tmp_path / "s.zip")
+    with rs.open(src) as d:
+        chunk = d.schema["obs"].chunk_bytes
+    bomb = tmp_path / "bomb.zip"  # 256 MiB of zeros declared (and really there) for one chunk
+    _rewrite(z, bomb, {"obs/c/2/0": bytes(256 << 20)})
+    with zipfile.ZipFile(bomb) as zf:
+        assert zf.getinfo("obs/c/2/0").file_size == 256 << 20 > 100 * chunk
+    with rs.open(bomb) as p, pytest.raises(rs.CorruptStoreError, match=r"obs/c/2/0.*declares"):
+        p.read(np.arange(9_000, 9_010), fields=["obs"])
+    short = tmp_path / "short.zip"
+    _rewrite(z, short, {"obs/c/2/0": bytes(chunk - 8)})
+    with rs.open(short) as p, pytest.raises(rs.CorruptStoreError, match=r"obs/c/2/0"):
+        p.read(np.arange(9_000, 9_010), fields=["obs"])

@@ -151,3 +151,48 @@ def test_the_bundled_dataset_verifies_and_repair_changes_nothing(tmp_path):
     after = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()
              if p.name != ".writer.lock"}
     assert after == {k: v for k, v in before.items() if k.name != ".writer.lock"}
+
+
+# -- a packed .zip is verified in place, read-only ------------------------------------------
+def _member_data_at(z: Path, name: str) -> tuple[int, int]:
+    """(offset, stored bytes) of member ``name``'s data inside the zip file ``z``."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(z) as zf:
+        info = zf.getinfo(name)
+    raw = z.read_bytes()
+    n, e = struct.unpack_from("<2H", raw, info.header_offset + 26)
+    return info.header_offset + 30 + n + e, info.compress_size
+
+
+@pytest.mark.parametrize("member,compressed", [("obs/c/1/0", False), ("check/c/2", False),
+                                               ("obs/c/0/0", True)])
+def test_verify_a_zip_finds_one_flipped_byte_and_names_the_field(tmp_path, member, compressed):
+    src = make(tmp_path / "s.zarr", codecs={"obs": "zstd:3"} if compressed else None)
+    z = rs.pack(src, tmp_path / "s.zip")
+    good = rs.verify(z)
+    assert good.ok and good.rows == 9000 and good.path == str(z), good.lines()
+    before = z.read_bytes()
+    at, size = _member_data_at(z, member)
+    flip(z, at + size // 2)  # one byte inside the member's data (a full, partial or zstd chunk)
+    report = rs.verify(z)
+    assert not report.ok
+    field = member.split("/")[0]
+    text = "\n".join(report.lines())
+    assert text.startswith(f"{z}: DAMAGED")
+    assert any(d.field == field for d in report.damage), text
+    assert "replaystore-verify-" not in text  # names the zip, not the scratch copy
+    assert z.read_bytes()[:at] == before[:at]  # read-only: nothing else was changed
+    res = CliRunner().invoke(main, ["verify", str(z)])
+    assert res.exit_code == 1 and "DAMAGED" in res.output and f"{field}:" in res.output
+
+
+def test_verify_repair_on_a_zip_is_refused_in_one_line(tmp_path):
+    z = rs.pack(make(tmp_path / "s.zarr", n=100), tmp_path / "s.zip")
+    before = z.read_bytes()
+    res = CliRunner().invoke(main, ["verify", str(z), "--repair"])
+    assert res.exit_code != 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "read-only" in lines[0] and "unpack" in lines[0], res.output
+    assert z.read_bytes() == before

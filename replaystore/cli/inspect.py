@@ -79,6 +79,9 @@ def sample(path, batch_size, balanced_by, seed, fields):
 def verify(path, repair):
     """Check every chunk, class index and the state of a store; exit 1 if anything is damaged.
 
+    PATH is a store directory or a packed .zip (checked read-only; --repair needs the
+    directory: unpack it first).
+
     Example: replaystore verify fl.zarr --repair
     """
     from ..storage import verify as run_verify

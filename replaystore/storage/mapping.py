@@ -134,14 +134,21 @@ class ChunkedView:
         self.array: np.ndarray | None = None
 
     # -- mapping -----------------------------------------------------------------------
-    def _check_file(self, k: int) -> tuple[str, int]:
-        """File and byte offset of chunk ``k``, checked to hold exactly one chunk."""
+    def _check_file(self, k: int) -> tuple[str, int] | bytes:
+        """File and byte offset of chunk ``k``, checked to hold exactly one chunk (or the
+        chunk's bytes, when ``locate`` gives them: an inflated zip member)."""
         offset = 0
         try:
             if self._locate is not None:
                 found = self._locate(k)
                 if found is None:
                     raise FileNotFoundError
+                if isinstance(found, bytes):
+                    if len(found) != self.chunk_bytes:
+                        raise CorruptStoreError(
+                            f"{self._chunk_path(k)}: chunk {k} of field {self.name!r} has "
+                            f"{len(found)} bytes; expected {self.chunk_bytes}")
+                    return found
                 path, offset, size = found
             else:
                 path = self._chunk_path(k)
@@ -166,17 +173,23 @@ class ChunkedView:
             return
         if not self.contiguous:
             for k in range(self._mapped, need):
-                path, offset = self._check_file(k)
-                self._chunks.append(
-                    np.memmap(path, dtype=self.dtype, mode="r", offset=offset,
-                              shape=(self.chunk_rows, *self.shape))
-                )
+                found = self._check_file(k)
+                if isinstance(found, bytes):
+                    chunk = np.frombuffer(found, self.dtype).reshape(self.chunk_rows, *self.shape)
+                else:
+                    chunk = np.memmap(found[0], dtype=self.dtype, mode="r", offset=found[1],
+                                      shape=(self.chunk_rows, *self.shape))
+                self._chunks.append(chunk)
             self._mapped = need
             return
         if need > self._reserved:
             self._reserve(need)
         for k in range(self._mapped, need):
-            path, offset = self._check_file(k)
+            found = self._check_file(k)
+            if isinstance(found, bytes):
+                self._place(k, found)
+                continue
+            path, offset = found
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             except OSError as e:
@@ -198,6 +211,16 @@ class ChunkedView:
                 os.close(fd)
         self._mapped = need
         self._make_array()
+
+    def _place(self, k: int, data: bytes) -> None:
+        """Put chunk ``k``, given as bytes, at its place in the reservation (anonymous memory)."""
+        addr = self._base + k * self.chunk_bytes
+        got = _libc.mmap(addr, self.chunk_bytes, mmap.PROT_READ | mmap.PROT_WRITE,
+                         mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED, -1, 0)
+        if got in (None, _MAP_FAILED) or got != addr:
+            raise MemoryError(f"cannot place chunk {k} of {self.name!r} in memory: "
+                              f"{os.strerror(ctypes.get_errno())}")
+        ctypes.memmove(addr, data, self.chunk_bytes)
 
     def _reserve(self, need: int) -> None:
         # Reserve address space for (at least) twice what is needed, or the whole ring.

@@ -5,7 +5,11 @@ are *stored*, not deflated, and whose chunk members start on 16 KiB boundaries (
 extra-field pad, as Android's ``zipalign`` does). So replaystore memory-maps uncompressed
 chunks straight out of the zip: :func:`replaystore.open` and every read-only command use a
 ``.zip`` in place, at the speed of the directory it came from. Compressed fields stay
-compressed (their chunks are already compressed by the field's codec).
+compressed (their chunks are already compressed by the field's codec). The one exception:
+each uncompressed field's partial last chunk, mostly zero padding, is deflated (see
+:mod:`replaystore.storage.zipchunks`), so the zip is about as large as the data it holds;
+readers inflate that one member into memory. ``unpack`` leaves zero runs of chunk files
+as holes, so the unpacked store takes no more disk than the packed one.
 
 >>> import tempfile, gymnasium as gym, replaystore as rs
 >>> d = tempfile.mkdtemp()
@@ -55,8 +59,10 @@ from .backends import Backend, LocalBackend, ZipBackend, resolve
 from .files import MAX_JSON_BYTES, exchange_paths, pid_alive
 from .layout import BACKUP, GROUP_META, RUNTIME_FILES, is_chunk_key, is_temp_name
 from .metadata import load_meta
+from .zipchunks import copy_sparse, partial_chunks
 
-__all__ = ["pack", "unpack", "leftovers", "temp_path", "ALIGN", "RUNTIME_FILES", "MAX_INFLATE"]
+__all__ = ["pack", "unpack", "leftovers", "temp_path", "check_members", "ALIGN", "RUNTIME_FILES",
+           "MAX_INFLATE"]
 
 #: chunk members start at multiples of this (covers 4 KiB and 16 KiB pages)
 ALIGN = 16384
@@ -223,6 +229,7 @@ def pack(
     _check_pack_target(loc, src, out, overwrite)
     lock = loc.lock()
     try:
+        deflate = partial_chunks(*load_meta(loc))  # (read again under the lock)
         _clean_leftovers(out.parent)
         tmp = temp_path(out, "pack")
         try:
@@ -233,7 +240,7 @@ def pack(
                     os.fdopen(fd, "wb") as fh, \
                     zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                 for key in _order(keys):
-                    _write_member(zf, fh, loc, key, keys[key])
+                    _write_member(zf, fh, loc, key, keys[key], key in deflate)
                     bar.update(keys[key])
             os.replace(tmp, out)
         except OSError as e:
@@ -249,12 +256,13 @@ def pack(
     return out
 
 
-def _write_member(zf: zipfile.ZipFile, fh: Any, loc: Backend, key: str, size: int) -> None:
+def _write_member(zf: zipfile.ZipFile, fh: Any, loc: Backend, key: str, size: int,
+                  deflate: bool) -> None:
     info = zipfile.ZipInfo(key, date_time=_EPOCH)
-    info.compress_type = zipfile.ZIP_STORED
+    info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
     info.external_attr = 0o644 << 16
     info.file_size = size
-    if is_chunk_key(key):
+    if is_chunk_key(key) and not deflate:
         info.extra = _pad(fh.tell(), key.encode(), size)
     with zf.open(info, "w", force_zip64=size * 1.05 > zipfile.ZIP64_LIMIT) as dst:
         if loc.local is not None:
@@ -264,7 +272,7 @@ def _write_member(zf: zipfile.ZipFile, fh: Any, loc: Backend, key: str, size: in
 
 
 # -- unpack ----------------------------------------------------------------------------------
-def _check_members(loc: ZipBackend, src: Path) -> list[zipfile.ZipInfo]:
+def check_members(loc: ZipBackend, src: Path) -> list[zipfile.ZipInfo]:
     """The members to extract, once every one is known to stay inside the output, to lie
     inside the zip and to inflate no further than deflate can."""
     members, names = [], set()
@@ -313,7 +321,10 @@ def _extract(loc: ZipBackend, src: Path, members: list[zipfile.ZipInfo], tmp: Pa
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
             with os.fdopen(fd, "wb") as fdst, loc.zip.open(info) as fsrc:
-                shutil.copyfileobj(fsrc, fdst, 1 << 20)
+                if is_chunk_key(info.filename):
+                    copy_sparse(fsrc, fdst, info.file_size)  # zero runs left as holes
+                else:
+                    shutil.copyfileobj(fsrc, fdst, 1 << 20)
         except (zipfile.BadZipFile, EOFError) as e:
             raise CorruptStoreError(f"{src}: member {info.filename!r} cannot be read: {e}") from None
         bar.update(info.file_size)
@@ -347,7 +358,7 @@ def unpack(
             lock = LocalBackend(out).lock()  # ... that no writer has open
         if not out.parent.is_dir():
             raise NotAStoreError(f"{out}: directory {out.parent} does not exist")
-        members = _check_members(loc, src)
+        members = check_members(loc, src)
         need, free = sum(i.file_size for i in members), shutil.disk_usage(out.parent).free
         if need > free:
             raise StoreWriteError(f"{out}: unpacking {src} needs {need:,} bytes; the disk has {free:,} "

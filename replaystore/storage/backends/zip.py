@@ -1,7 +1,9 @@
 """A read-only store inside one ``.zip`` file (see :mod:`replaystore.storage.pack`).
 
-Members are stored uncompressed and page-aligned, so uncompressed chunks are
-memory-mapped straight out of the zip file.
+Full chunks are stored uncompressed and page-aligned, so they are memory-mapped straight
+out of the zip file; a deflated chunk member (``pack`` deflates a field's partial last
+chunk, which is mostly zero padding) is inflated into memory by :meth:`ZipBackend.inflate`,
+never beyond the size the store's metadata gives a chunk.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import mmap
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 from ...errors import CorruptStoreError, NotAStoreError
@@ -66,6 +69,41 @@ class ZipBackend(Backend):
 
     def sizes(self, prefix: str = "") -> dict[str, int]:
         return {k: i.file_size for k, i in self._infos.items() if k.startswith(prefix)}
+
+    def disk_usage(self, prefix: str = "") -> int:
+        """Bytes the members under ``prefix`` take inside the zip (deflated ones: compressed)."""
+        return sum(i.compress_size for k, i in self._infos.items() if k.startswith(prefix))
+
+    def inflate(self, key: str, expected: int) -> bytes | None:
+        """The data of the deflated member ``key``, which must be exactly ``expected`` bytes
+        (one chunk, as the store's metadata says): a member declaring another size is damage,
+        refused before anything is allocated or inflated (``None`` if there is no member).
+
+        ``CorruptStoreError`` naming the member if its data does not inflate to that size or
+        fails its CRC."""
+        info = self._infos.get(key)
+        if info is None:
+            return None
+        where = f"{self.file}: member {key!r}"
+        if info.file_size != expected:
+            raise CorruptStoreError(f"{where} declares {info.file_size:,} bytes; a chunk of this field "
+                                    f"is {expected:,} bytes")
+        if info.compress_type != zipfile.ZIP_DEFLATED or info.compress_size > expected + expected // 64 + 1024:
+            raise CorruptStoreError(f"{where} is not a deflated chunk of at most {expected:,} bytes "
+                                    f"(method {info.compress_type}, {info.compress_size:,} bytes)")
+        off = self.locate(key)[1]  # its data lies inside the zip
+        try:
+            raw = os.pread(self.zip.fp.fileno(), info.compress_size, off)
+            inflate = zlib.decompressobj(-15)
+            data = inflate.decompress(raw, expected)  # never more than one chunk
+            whole = inflate.eof and not inflate.unconsumed_tail
+        except (zlib.error, OSError) as e:
+            raise CorruptStoreError(f"{where} cannot be inflated: {e}") from None
+        if len(data) != expected or not whole:
+            raise CorruptStoreError(f"{where} does not inflate to the {expected:,} bytes it declares")
+        if zlib.crc32(data) != info.CRC:
+            raise CorruptStoreError(f"{where} is damaged: its data does not match the zip's CRC")
+        return data
 
     def members(self) -> list[zipfile.ZipInfo]:
         """Every file member, in the zip's order."""
@@ -124,7 +162,9 @@ class ZipBackend(Backend):
         return off
 
     def aligned(self, keys: list[str]) -> bool:
-        return all((m := self._try_locate(k)) is None or m[1] % mmap.PAGESIZE == 0 for k in keys)
+        # (deflated members are inflated into memory, not mapped: their offset does not matter)
+        return all((m := self._try_locate(k)) is None or not m[3] or m[1] % mmap.PAGESIZE == 0
+                   for k in keys)
 
     def _try_locate(self, key: str) -> ChunkLocation | None:
         # a damaged member fails when its field is mapped (naming it), not when the store opens

@@ -1,7 +1,8 @@
 """Uncompressed fields read through memory maps of their chunk files.
 
 On a local store the rows are written in place (``pwrite``, see :class:`RowArray`); in a
-``.zip`` the chunk members are mapped straight out of the zip file. A local chunk file is
+``.zip`` the full chunk members are mapped straight out of the zip file (a deflated
+member, a partial last chunk, is inflated into memory, at most one chunk's bytes). A local chunk file is
 checked with ``lstat`` before it is mapped or read: a symlink, directory, FIFO or device
 in its place, or a file of the wrong size, is damage (``CorruptStoreError``), never opened.
 """
@@ -68,10 +69,11 @@ class MappedField(FieldIO):
             return None
         path, offset, size, stored = found
         if not stored:
-            raise CorruptStoreError(
-                f"{self.backend}: member {key!r} is compressed inside the zip; replaystore reads "
-                "uncompressed members in place: re-pack it with replaystore pack"
-            )
+            inflate = getattr(self.backend, "inflate", None)
+            if inflate is None:
+                raise CorruptStoreError(f"{self.backend}: member {key!r} is compressed; it cannot "
+                                        "be read here")
+            return inflate(key, self.field.chunk_bytes)
         return path, offset, size
 
     @property
@@ -139,8 +141,8 @@ class MappedField(FieldIO):
             entry = self._fds.get(k)
             if entry is None:
                 found = self.backend.locate(layout.chunk_key(f.name, k, len(f.shape)))
-                if found is None:
-                    continue
+                if found is None or not found[3]:
+                    continue  # (a deflated member is in memory once mapped)
                 try:
                     entry = self._fds[k] = (os.open(found[0], os.O_RDONLY), found[1])
                 except OSError:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ...errors import NotAStoreError, ReplayStoreError, StoreModeError
 from .. import layout
-from ..backends import LocalBackend, is_local_dir, is_url
+from ..backends import LocalBackend, ZipBackend, is_local_dir, is_url, resolve
 from ..files import read_json
 from ..metadata import load_meta, parse_meta
 from .check import StateCheck, check_state
@@ -30,6 +30,7 @@ from .indexes import check_indexes, check_live
 from .repair import remove_leftovers
 from .repair import repair as repair_store
 from .report import Damage, SideDamage, VerifyReport
+from .zipped import scratch_copy
 
 __all__ = ["verify", "VerifyReport", "Damage", "SideDamage"]
 
@@ -131,12 +132,19 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
     indexes, ``.live``, the state from its backup when the data agree with it); rows are
     dropped only where the data itself fails its checksum, and the report says which. A
     store being written by another process is checked (blocks that change meanwhile are
-    re-checked against the newest commit) but not repaired.
+    re-checked against the newest commit) but not repaired. A packed ``.zip`` is checked
+    read-only (from a scratch copy of its members, see :mod:`.zipped`); repairing one is
+    refused (``StoreModeError``: unpack it first).
     """
+    if _is_packed(path):
+        if repair:
+            raise StoreModeError(f"{path}: a packed .zip is read-only, it cannot be repaired; "
+                                 "unpack it (replaystore unpack) and repair the directory")
+        return _verify_zip(Path(path))
     if is_url(path) or not is_local_dir(path):
         raise StoreModeError(
-            f"{path}: verify checks local directory stores (their checksums); unpack a .zip "
-            "or copy a remote store to a local directory first"
+            f"{path}: verify checks local directory stores and packed .zip files (their "
+            "checksums); copy a remote store to a local directory first"
         )
     root = Path(path)
     report = VerifyReport(str(root))
@@ -170,3 +178,30 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
             lock.release()
     return report
 
+
+
+def _is_packed(path: str | os.PathLike) -> bool:
+    if is_url(path) or is_local_dir(path) or not Path(path).is_file():
+        return False
+    backend = resolve(path)
+    backend.close()
+    return isinstance(backend, ZipBackend)
+
+
+def _verify_zip(path: Path) -> VerifyReport:
+    """Verify a packed store read-only, from a scratch copy of its members (see :mod:`.zipped`)."""
+    with scratch_copy(path) as (root, problems):
+        report = verify(root)
+    report.path = str(path)
+
+    def here(text: str) -> str:  # name the zip, not the scratch directory
+        return text.replace(str(root), str(path))
+
+    report.problems = [here(p) for p in report.problems]
+    for d in report.damage:
+        d.reason = here(d.reason)
+    for s in report.side:
+        s.reason = here(s.reason)
+    report.notes = problems + [here(n) for n in report.notes]  # (zip CRCs: damage too)
+    report.ok = report.ok and not problems
+    return report
