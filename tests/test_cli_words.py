@@ -108,3 +108,13 @@ def test_export_and_import_over_an_existing_output_name_overwrite(tmp_path):
     assert run("collect", "FrozenLake-v1", "--out", back, "--steps", 10, "--no-progress").exit_code == 0
     line = error_line(run("merge", back, a, "--no-progress"))
     assert_cli_words(line, "--append")
+
+
+def test_pack_and_unpack_over_an_existing_output_name_overwrite(tmp_path):
+    a = tmp_path / "a.zarr"
+    assert run("collect", "FrozenLake-v1", "--out", a, "--steps", 50, "--no-progress").exit_code == 0
+    z = tmp_path / "a.zip"
+    assert run("pack", a, z, "--no-progress").exit_code == 0
+    assert_cli_words(error_line(run("pack", a, z, "--no-progress")), "--overwrite")
+    assert run("unpack", z, tmp_path / "b.zarr").exit_code == 0
+    assert_cli_words(error_line(run("unpack", z, tmp_path / "b.zarr")), "--overwrite")

@@ -202,7 +202,8 @@ def _check_pack_target(loc: Backend, src: Any, out: Path, overwrite: bool) -> No
     load_meta(loc)  # refuse anything that is not a store, before writing anything
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise StoreExistsError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
+            raise StoreExistsError(f"{out}: already exists; pass overwrite=True to replace it",
+                                   cli=f"{out}: already exists; use --overwrite to replace it")
         if out.is_dir() and not out.is_symlink():
             raise StoreExistsError(f"{out}: is a directory; refusing to replace it with a zip file")
     if not out.parent.is_dir():
@@ -353,7 +354,8 @@ def unpack(
         load_meta(loc)
         if out.exists() or out.is_symlink():
             if not overwrite:
-                raise StoreExistsError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
+                raise StoreExistsError(f"{out}: already exists; pass overwrite=True to replace it",
+                                       cli=f"{out}: already exists; use --overwrite to replace it")
             load_meta(out)  # only ever replace a store ...
             lock = LocalBackend(out).lock()  # ... that no writer has open
         if not out.parent.is_dir():
