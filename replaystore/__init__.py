@@ -14,7 +14,7 @@ from .errors import *  # noqa: E402,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .merge import merge  # noqa: E402
 from .online import LinearSchedule, OnlineResult, OnlineTrainer  # noqa: E402
-from .sampling import BalancedSampler, Sampler, UniformSampler, WeightedSampler  # noqa: E402
+from .sampling import BalancedSampler, Sampler, SequenceSampler, UniformSampler, WeightedSampler  # noqa: E402
 from .storage import (  # noqa: E402
     FORMAT_VERSION,
     Field,
@@ -44,6 +44,7 @@ __all__ = [
     "UniformSampler",
     "BalancedSampler",
     "WeightedSampler",
+    "SequenceSampler",
     "OnlineTrainer",
     "OnlineResult",
     "LinearSchedule",

@@ -13,6 +13,7 @@ Usage::
     python tools/bench_sample.py                    # full run (needs ~20 GB disk, ~15 min)
     python tools/bench_sample.py --quick            # small sizes, a minute or two
     python tools/bench_sample.py --cold             # also page-cache-dropped cases (root)
+    python tools/bench_sample.py --sections sequence --sizes 1000000,10000000  # sequences only
 
 Results print as markdown tables and are saved as JSON (``--json``).
 """
@@ -167,6 +168,8 @@ def worker(spec: dict) -> dict:
     elif spec.get("warm", True):
         warm_up(path.with_suffix(".npy") if spec["reader"] == "memmap" else path)
     batch, nb, reps = spec["batch"], spec["batches"], spec["reps"]
+    per_batch = batch * spec.get("length", 1)  # rows in a batch (a sequence batch: windows x length)
+    t_index = 0.0
     reader, sampler_kind = spec["reader"], spec["sampler"]
     store = rs.open(path, cache_bytes=spec.get("cache_bytes", 256 * 2**20))
     if warm_store:
@@ -184,6 +187,11 @@ def worker(spec: dict) -> dict:
         sampler = rs.BalancedSampler(store, by="action", **kw)
     elif sampler_kind == "weighted":
         sampler = rs.WeightedSampler(store, weights="priority", **kw)
+    elif sampler_kind == "sequence":
+        t_index = time.perf_counter()
+        sampler = rs.SequenceSampler(store, length=spec["length"], **kw)
+        sampler.sample_indices()  # (builds the episode index)
+        t_index = time.perf_counter() - t_index
     else:
         raise ValueError(sampler_kind)
     total_batches = nb * reps + spec.get("warmup", 20)
@@ -231,9 +239,10 @@ def worker(spec: dict) -> dict:
         for _ in range(nb):
             one(i)
             i += 1
-        rates.append(nb * batch / (time.perf_counter() - t))
+        rates.append(nb * per_batch / (time.perf_counter() - t))
         peak = max(peak, rss_anon_kb())
-    return {"rows_per_s": float(np.median(rates)), "all": rates, "rss_anon_mb": peak / 1024, "rows": n}
+    return {"rows_per_s": float(np.median(rates)), "all": rates, "rss_anon_mb": peak / 1024, "rows": n,
+            "index_seconds": t_index}
 
 
 # --------------------------------------------------------------------------------------
@@ -295,8 +304,8 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--rounds", type=int, default=3,
                     help="main table: store and memmap alternate this many times (medians shown)")
-    ap.add_argument("--sections", default="main,scaling,compressed,cold",
-                    help="comma-separated subset of main,scaling,compressed,cold")
+    ap.add_argument("--sections", default="main,scaling,compressed,cold,sequence",
+                    help="comma-separated subset of main,scaling,compressed,cold,sequence")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -373,10 +382,13 @@ def main() -> None:
                           f"vs {sizes[0]:,} rows", "store RssAnon MB"]))
         print(out[-1], flush=True)
 
-    # 3. compressed store: what compression costs at sampling time
+    # 3. sequences: SequenceSampler (16 windows of 64 rows) against uniform (1024 rows)
+    if "sequence" in sections:
+        _sequence(work, args, sizes, out, results)
+    # 4. compressed store: what compression costs at sampling time
     if "compressed" in sections:
         _compressed(work, args, out, results)
-    # 4. cold page cache and memory-limited process
+    # 5. cold page cache and memory-limited process
     if args.cold:
         _cold(work, args, sizes, out, results)
     if args.json:
@@ -402,6 +414,35 @@ def _compressed(work, args, out, results):
                      comp, ["layout", "rows/s", "RssAnon MB", "MiB on disk"]))
     print(out[-1], flush=True)
     return comp
+
+
+def _sequence(work, args, sizes, out, results):
+    """Rows/s of 16 windows of 64 rows against uniform batches of 1024 rows, same store
+    (synthetic episodes: a row ends one with probability 0.006, ~166 rows long); the two
+    take turns ``--rounds`` times (medians shown)."""
+    seq_rows = []
+    for rows in sizes:
+        path = build(work, "vec", rows)
+        base = dict(path=str(path), batches=200, reps=7, reader="store")
+        r_u, r_s = [], []
+        for _ in range(args.rounds):
+            r_u.append(run({**base, "sampler": "uniform", "batch": 1024}))
+            r_s.append(run({**base, "sampler": "sequence", "batch": 16, "length": 64}))
+        u = float(np.median([r["rows_per_s"] for r in r_u]))
+        q = float(np.median([r["rows_per_s"] for r in r_s]))
+        ratios = [b["rows_per_s"] / a["rows_per_s"] for a, b in zip(r_u, r_s, strict=True)]
+        seq_rows.append({"rows": f"{rows:,}", "uniform rows/s (batch 1024)": u,
+                         "sequence rows/s (16 x 64)": q, "sequence / uniform": q / u,
+                         "ratio range": f"{min(ratios):.2f}–{max(ratios):.2f}",
+                         "episode index build s": float(np.median([r["index_seconds"] for r in r_s])),
+                         "sequence RssAnon MB": max(r["rss_anon_mb"] for r in r_s)})
+    results["sequence"] = seq_rows
+    out.append(table("sequences: SequenceSampler length 64, batch 16, vs uniform batch 1024 (vector, warm cache)",
+                     seq_rows, ["rows", "uniform rows/s (batch 1024)", "sequence rows/s (16 x 64)",
+                                "sequence / uniform", "ratio range", "episode index build s",
+                                "sequence RssAnon MB"]))
+    print(out[-1], flush=True)
+    return seq_rows
 
 
 def _cold(work, args, sizes, out, results):

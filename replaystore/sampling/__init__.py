@@ -1,9 +1,11 @@
-"""Which rows to read: uniform, epoch, class-balanced and weighted samplers."""
+"""Which rows to read: uniform, epoch, class-balanced, weighted and sequence samplers."""
 
 from .balanced import BalancedSampler
 from .base import Sampler
 from .permutation import FeistelPermutation
+from .sequence import SequenceSampler
 from .uniform import UniformSampler
 from .weighted import WeightedSampler
 
-__all__ = ["Sampler", "UniformSampler", "BalancedSampler", "WeightedSampler", "FeistelPermutation"]
+__all__ = ["Sampler", "UniformSampler", "BalancedSampler", "WeightedSampler", "SequenceSampler",
+           "FeistelPermutation"]
