@@ -166,7 +166,7 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
         elif live:
             report.notes.append(f"being written by process {report.writer_pid}: blocks that changed "
                                 "while checked were re-checked against the newest commit; class "
-                                "indexes and .live not checked")
+                                "indexes, .live and unused checksum records not checked")
         report.problems += chk.problems
         report.damage, report.side = chk.damage, chk.side
         report.rows_checked, report.blocks_checked = chk.rows_checked, chk.blocks_checked

@@ -198,9 +198,11 @@ def _check_field(root: Path, f: Field, out: StateCheck, *, live_writer: bool) ->
         reader.close()
     if recs.missing:
         unverified.rows = {"its checksum file is missing": sum(unverified.rows.values())}
-    elif not unverified.rows and len(recs):
+    elif not unverified.rows and len(recs) and not live_writer:
         # a record no block needed fails its check word (one a commit that was never
-        # published left, with a newer generation, is no damage: the next writer clears it)
+        # published left, with a newer generation, is no damage: the next writer clears it).
+        # Not while another process writes: a record it is writing reads torn, and no
+        # block needed it (the blocks were checked, and re-checked as they moved).
         gen = int(state.get("generation", 0))
         stale = (~recs.trusted) & (recs.slots["generation"] <= gen)
         if stale.any():
