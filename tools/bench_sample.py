@@ -14,6 +14,7 @@ Usage::
     python tools/bench_sample.py --quick            # small sizes, a minute or two
     python tools/bench_sample.py --cold             # also page-cache-dropped cases (root)
     python tools/bench_sample.py --sections sequence --sizes 1000000,10000000  # sequences only
+    python tools/bench_sample.py --sections nstep --sizes 1000000   # n-step (n=3) vs uniform
 
 Results print as markdown tables and are saved as JSON (``--json``).
 """
@@ -179,6 +180,8 @@ def worker(spec: dict) -> dict:
     if spec.get("random_advice"):
         store.advise_random(True)
     kw = dict(batch_size=batch, seed=spec.get("seed", 0))
+    if spec.get("n_step"):
+        kw.update(n_step=spec["n_step"], gamma=0.99)
     if sampler_kind == "uniform":
         sampler = rs.UniformSampler(store, **kw)
     elif sampler_kind == "epoch":
@@ -304,8 +307,8 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--rounds", type=int, default=3,
                     help="main table: store and memmap alternate this many times (medians shown)")
-    ap.add_argument("--sections", default="main,scaling,compressed,cold,sequence",
-                    help="comma-separated subset of main,scaling,compressed,cold,sequence")
+    ap.add_argument("--sections", default="main,scaling,compressed,cold,sequence,nstep",
+                    help="comma-separated subset of main,scaling,compressed,cold,sequence,nstep")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -385,6 +388,9 @@ def main() -> None:
     # 3. sequences: SequenceSampler (16 windows of 64 rows) against uniform (1024 rows)
     if "sequence" in sections:
         _sequence(work, args, sizes, out, results)
+    # 3b. n-step returns: UniformSampler(n_step=3) against UniformSampler
+    if "nstep" in sections:
+        _nstep(work, args, sizes, out, results)
     # 4. compressed store: what compression costs at sampling time
     if "compressed" in sections:
         _compressed(work, args, out, results)
@@ -443,6 +449,36 @@ def _sequence(work, args, sizes, out, results):
                                 "sequence RssAnon MB"]))
     print(out[-1], flush=True)
     return seq_rows
+
+
+def _nstep(work, args, sizes, out, results):
+    """Rows/s of UniformSampler(n_step=3, gamma=0.99) against UniformSampler, batch 256
+    (and 1024: the per-batch numpy cost of the window spread over more rows), same store
+    (synthetic episodes ~166 rows long, one env: windows are adjacent rows); the two take
+    turns ``--rounds`` times (medians shown)."""
+    rows_out = []
+    for rows in sizes:
+        path = build(work, "vec", rows)
+        for batch in (256, 1024):
+            base = dict(path=str(path), batch=batch, batches=400 * 256 // batch, reps=7, reader="store",
+                        sampler="uniform")
+            r_u, r_n = [], []
+            for _ in range(args.rounds):
+                r_u.append(run(base))
+                r_n.append(run({**base, "n_step": 3}))
+            u = float(np.median([r["rows_per_s"] for r in r_u]))
+            q = float(np.median([r["rows_per_s"] for r in r_n]))
+            ratios = [b["rows_per_s"] / a["rows_per_s"] for a, b in zip(r_u, r_n, strict=True)]
+            rows_out.append({"rows": f"{rows:,}", "batch": batch, "uniform rows/s": u, "n-step (n=3) rows/s": q,
+                             "n-step / uniform": q / u, "ratio range": f"{min(ratios):.2f}–{max(ratios):.2f}",
+                             "n-step RssAnon MB": max(r["rss_anon_mb"] for r in r_n)})
+    results["nstep"] = rows_out
+    out.append(table("n-step returns: UniformSampler(n_step=3, gamma=0.99) vs UniformSampler, all fields "
+                     "(vector, warm cache)", rows_out,
+                     ["rows", "batch", "uniform rows/s", "n-step (n=3) rows/s", "n-step / uniform", "ratio range",
+                      "n-step RssAnon MB"]))
+    print(out[-1], flush=True)
+    return rows_out
 
 
 def _cold(work, args, sizes, out, results):

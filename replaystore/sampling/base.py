@@ -13,6 +13,10 @@ batch, so online use (append, sample, append, ...) draws nothing it throws away.
 Sampling never writes: in the writer's own process a sampler sees the rows still in the
 write buffer too, without flushing them. Blocks grow 1, 2, 4, ... batches up to
 :data:`DRAW_AHEAD_ROWS` rows.
+
+``n_step=`` and ``gamma=`` (any sampler but :class:`SequenceSampler`) turn each drawn row
+into an n-step transition: the draws are the same, the reader adds the window's discounted
+rewards (see :mod:`replaystore.sampling.nstep`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from ..errors import EmptyStoreError, SamplerError
 from ..storage import TORN_RETRIES, ReplayStore
+from .nstep import NStepReader, check_n_step
 
 __all__ = ["DRAW_AHEAD_ROWS", "Sampler", "as_generator"]
 
@@ -69,7 +74,10 @@ class Sampler(ABC):
     """Draws batches of rows from a store.
 
     Subclasses implement :meth:`sample_indices` (logical row numbers of the next batch).
-    Everything else—reading, prefetching, state—lives here.
+    Everything else—reading, prefetching, state—lives here. ``n_step > 1`` (with ``gamma``)
+    gives n-step returns; ``gamma`` with ``n_step=1`` adds ``discount`` and ``n_steps`` only.
+
+    >>> # s = rs.UniformSampler(store, batch_size=256, n_step=3, gamma=0.99, seed=0)
     """
 
     def __init__(
@@ -80,6 +88,8 @@ class Sampler(ABC):
         seed: int | np.random.Generator | None = None,
         fields: Sequence[str] | None = None,
         readahead: bool | str = "auto",
+        n_step: int = 1,
+        gamma: float | None = None,
     ) -> None:
         if not isinstance(store, ReplayStore):
             raise SamplerError(f"expected a ReplayStore, got {type(store).__name__}")
@@ -89,7 +99,9 @@ class Sampler(ABC):
         self.batch_size = int(batch_size)
         self.rng = as_generator(seed)
         self.fields = store.schema.select(fields)
-        self.reader = store.batch_reader(self.fields, readahead=readahead)
+        self.n_step, self.gamma = check_n_step(n_step, gamma)
+        self.reader = (store.batch_reader(self.fields, readahead=readahead) if self.gamma is None
+                       else NStepReader(store, self.fields, self.n_step, self.gamma, readahead=readahead))
         self._ahead: _Ahead | None = None
 
     # -- what subclasses provide ----------------------------------------------------------
@@ -280,6 +292,7 @@ class Sampler(ABC):
             "batch_size": self.batch_size,
             "rng": self.rng.bit_generator.state,
             "ahead": self._ahead_state(),
+            **({} if self.gamma is None else {"n_step": self.n_step, "gamma": self.gamma}),
             **self._extra_state(),
         }
 
@@ -296,6 +309,10 @@ class Sampler(ABC):
             raise SamplerError(
                 f"state_dict is from a {state.get('type')!r}, not a {type(self).__name__!r}"
             )
+        got = (state.get("n_step", 1), state.get("gamma"))
+        if got != (self.n_step, self.gamma):
+            raise SamplerError(f"state_dict is from a sampler with (n_step, gamma) = {got}, "
+                               f"this one has {(self.n_step, self.gamma)}")
         bg = state["rng"]
         if bg.get("bit_generator") != type(self.rng.bit_generator).__name__:
             self.rng = np.random.Generator(getattr(np.random, bg["bit_generator"])())
@@ -308,4 +325,5 @@ class Sampler(ABC):
         self._load_extra_state(state)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(store={str(self.store.path)!r}, batch_size={self.batch_size})"
+        nstep = "" if self.gamma is None else f", n_step={self.n_step}, gamma={self.gamma}"
+        return f"{type(self).__name__}(store={str(self.store.path)!r}, batch_size={self.batch_size}{nstep})"

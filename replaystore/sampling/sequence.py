@@ -130,7 +130,12 @@ class SequenceSampler(Sampler):
     """
 
     def __init__(self, store, batch_size: int, length: int, *, stride: int = 1, pad: bool = True,
-                 seed=None, fields=None, readahead="auto") -> None:
+                 seed=None, fields=None, readahead="auto", n_step: int = 1, gamma: float | None = None) -> None:
+        if not (type(n_step) is int and n_step == 1) or gamma is not None:
+            raise SamplerError(
+                f"SequenceSampler does not compute n-step returns (got n_step={n_step!r}, gamma={gamma!r}): "
+                "its windows hold the rows themselves (discount batch['reward'] over batch['mask']); "
+                "UniformSampler, BalancedSampler and WeightedSampler take n_step=")
         self.length = _positive("length", length)
         self.stride = _positive("stride", stride)
         if not isinstance(pad, bool | np.bool_):

@@ -34,8 +34,9 @@ class WeightedSampler(Sampler):
     BLOCK = 32
 
     def __init__(self, store, weights: str | np.ndarray, batch_size: int, *, seed=None,
-                 fields=None, readahead="auto") -> None:
-        super().__init__(store, batch_size, seed=seed, fields=fields, readahead=readahead)
+                 fields=None, readahead="auto", n_step: int = 1, gamma: float | None = None) -> None:
+        super().__init__(store, batch_size, seed=seed, fields=fields, readahead=readahead,
+                         n_step=n_step, gamma=gamma)
         if isinstance(weights, str):
             f = store.schema[weights]
             if f.shape != () or f.dtype.kind not in "biuf":

@@ -1,0 +1,271 @@
+"""n-step returns: each drawn row with the discounted rewards of the next steps of its episode.
+
+For a drawn row ``t`` (the sampler's distribution over ``t`` is unchanged) the *window*
+is row ``t`` and the next rows of its episode: the next row of an episode is the next
+stored row (by global id) with the same ``episode``; it continues the window while its
+``step`` is one more than the previous row's. The window holds ``m`` rows, ``1 <= m <= n``:
+it stops after the first row with ``terminated`` or ``truncated`` (the end of the
+episode), at an episode's newest stored row (also rows still in the writer's buffer
+count), and where steps do not continue. Episodes of vector envs interleave in the
+store; their rows are followed by ``episode`` id (a per-episode link built once, on
+first need, and extended as rows arrive). The batch then holds
+
+* ``reward``: ``sum_{k<m} gamma**k * r[t+k]`` (summed in float64, given in the store's
+  reward dtype, float32);
+* ``next_obs`` (each ``next_obs.*`` field), ``terminated``, ``truncated``: those of the
+  window's last row ``t+m-1`` (a time-limit truncation bootstraps from the episode's real
+  final observation, never from the next episode's reset);
+* ``discount``: ``gamma**m`` (the reward dtype), and ``n_steps``: ``m`` (int64);
+
+so the target is ``reward + discount * max_a Q(next_obs, a)`` unless ``terminated``. Every
+other field (``obs``, ``action``, ``episode``, ``step``, user fields) is row ``t``'s.
+
+>>> import tempfile, numpy as np, gymnasium as gym, replaystore as rs
+>>> store = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Discrete(9), gym.spaces.Discrete(2))
+>>> done = np.array([0, 0, 0, 1, 0], bool)  # an episode of 4 rows, then one still running
+>>> store.extend({"obs": np.arange(5), "action": np.zeros(5, int), "reward": np.ones(5),
+...               "next_obs": np.arange(5) + 1, "terminated": done, "truncated": np.zeros(5, bool)})
+>>> r = NStepReader(store, ["obs", "next_obs"], n=3, gamma=0.5).read(np.array([0, 2, 4]))
+>>> r["reward"].tolist(), r["next_obs"].tolist(), r["n_steps"].tolist(), r["terminated"].tolist()
+([1.75, 1.5, 1.0], [3, 4, 5], [3, 2, 1], [False, True, False])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import RowIndexError, SamplerError
+from ..storage import ReplayStore
+
+__all__ = ["NStepReader", "EpisodeLinks", "check_n_step", "ADDED_FIELDS"]
+
+#: fields read for every row of a window
+WINDOW_FIELDS = ("reward", "terminated", "truncated", "episode", "step")
+#: fields an n-step batch adds
+ADDED_FIELDS = ("discount", "n_steps")
+
+
+def check_n_step(n_step: Any, gamma: Any) -> tuple[int, float | None]:
+    """``(n_step, gamma)`` checked: ``n_step`` an int >= 1, ``gamma`` in ``[0, 1]`` (required
+    when ``n_step > 1``; ``None`` with ``n_step == 1`` means plain batches)."""
+    if not isinstance(n_step, int | np.integer) or isinstance(n_step, bool) or n_step < 1:
+        raise SamplerError(f"n_step must be an int >= 1, got {n_step!r}")
+    if gamma is None:
+        if n_step > 1:
+            raise SamplerError(f"n_step={int(n_step)} needs gamma= (the discount per step, in [0, 1])")
+        return 1, None
+    if (isinstance(gamma, bool | np.bool_) or not isinstance(gamma, int | float | np.integer | np.floating)
+            or not 0.0 <= float(gamma) <= 1.0):  # (NaN fails the comparison)
+        raise SamplerError(f"gamma must be a number in [0, 1], got {gamma!r}")
+    return int(n_step), float(gamma)
+
+
+class EpisodeLinks:
+    """For each stored row (by global id), the global id of the next stored row of its
+    episode (-1: none yet). Built from the ``episode`` field when first asked, extended
+    with the rows appended since on each :meth:`update` (call under the store's lock)."""
+
+    def __init__(self, store: ReplayStore) -> None:
+        self.store = store
+        self.base = 0  # global id of nxt[0]
+        self.hi: int | None = None  # rows [.., hi) are linked
+        self.nxt = np.empty(0, np.int64)
+        self.last_e = np.empty(0, np.int64)  # episode ids seen (sorted) ...
+        self.last_g = np.empty(0, np.int64)  # ... and the newest row of each
+
+    def update(self) -> None:
+        store = self.store
+        lo, hi = store.id_range
+        if self.hi is None:
+            self.base = self.hi = lo
+        start = max(self.hi, lo)  # (rows a ring evicted before they were linked: skipped)
+        if start >= hi:
+            return
+        if lo - self.base > max(4096, (hi - self.base) // 2):  # drop evicted rows' links
+            self.nxt = self.nxt[lo - self.base : self.hi - self.base].copy() if self.hi > lo else self.nxt[:0]
+            self.base = lo
+            keep = self.last_g >= lo
+            self.last_e, self.last_g = self.last_e[keep], self.last_g[keep]
+        need = hi - self.base
+        if need > len(self.nxt):
+            grown = np.empty(max(need, 2 * len(self.nxt), 1024), np.int64)
+            grown[: len(self.nxt)] = self.nxt
+            self.nxt = grown
+        ep = self._episodes(start, hi)
+        gid = np.arange(start, hi, dtype=np.int64)
+        self.nxt[start - self.base : hi - self.base] = -1
+        if len(ep) > 1 and not (ep == ep[0]).all():
+            order = np.argsort(ep, kind="stable")  # rows grouped by episode, in id order
+            ep, gid = ep[order], gid[order]
+        same = ep[1:] == ep[:-1]
+        self.nxt[gid[:-1][same] - self.base] = gid[1:][same]
+        first = np.concatenate(([True], ~same))
+        last = np.concatenate((~same, [True]))
+        fe, fg, lg = ep[first], gid[first], gid[last]
+        p = np.searchsorted(self.last_e, fe)
+        known = p < len(self.last_e)
+        known[known] = self.last_e[p[known]] == fe[known]
+        prev = self.last_g[p[known]]
+        live = prev >= self.base
+        self.nxt[prev[live] - self.base] = fg[known][live]
+        self.last_g[p[known]] = lg[known]
+        if not known.all():
+            new = ~known
+            self.last_e = np.insert(self.last_e, p[new], fe[new])
+            self.last_g = np.insert(self.last_g, p[new], lg[new])
+        self.hi = hi
+
+    def _episodes(self, a: int, b: int) -> np.ndarray:
+        """``episode`` of the rows with global ids ``[a, b)``: committed, then buffered."""
+        store = self.store
+        total = store.total
+        parts = []
+        if a < total:
+            parts.append(store.read_ids(a, min(b, total), ["episode"])["episode"])
+        if b > total:
+            parts.append(store.buffered_rows(["episode"])["episode"][max(a, total) - total : b - total])
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return np.asarray(out, np.int64)
+
+    def next(self, gid: np.ndarray) -> np.ndarray:
+        """Global id of the next stored row of the episode of each row ``gid`` (-1: none)."""
+        return self.nxt[gid - self.base]
+
+
+class NStepReader:
+    """A sampler's batch reader giving n-step rows (see the module docstring).
+
+    One gather reads the window fields (``reward``, ``terminated``, ``truncated``,
+    ``episode``, ``step``) at the ``n`` rows from each drawn row; the other fields are read
+    once, at row ``t`` (``next_obs`` at the window's last row), so a batch touches about
+    as many cache lines and pages as a plain one. Rows whose episode continues elsewhere
+    (vector envs) are followed by :class:`EpisodeLinks`. ``read`` returns ``None`` when a
+    ring writer in another process overwrote rows meanwhile (draw again), like
+    :meth:`BatchReader.read`."""
+
+    def __init__(self, store: ReplayStore, fields: Sequence[str], n: int, gamma: float, *,
+                 readahead: bool | str = "auto") -> None:
+        schema = store.schema
+        for name in WINDOW_FIELDS:
+            if name not in schema.names:
+                raise SamplerError(f"{store.path}: n-step returns need the field {name!r}, which this store lacks")
+        for name in ADDED_FIELDS:
+            if name in fields:
+                raise SamplerError(
+                    f"{store.path}: field {name!r} clashes with the {name!r} n-step batches add; "
+                    "leave it out with fields=[...]")
+        self.store, self.n, self.gamma = store, int(n), float(gamma)
+        self.fields = tuple(fields)
+        rest = [f for f in self.fields if f not in WINDOW_FIELDS]
+        nxt = tuple(f for f in rest if f == "next_obs" or f.startswith("next_obs."))
+        row = tuple(f for f in rest if f not in nxt)
+        self.window = store.batch_reader(WINDOW_FIELDS, readahead=readahead)
+        self.at_row = store.batch_reader(row, readahead=readahead) if row else None
+        self.at_last = store.batch_reader(nxt, readahead=readahead) if nxt else None
+        self.powers = self.gamma ** np.arange(self.n + 1, dtype=np.float64)
+        self.koff = np.arange(self.n, dtype=np.int64)[:, None]
+        self.rdtype = store.schema["reward"].dtype
+        self.discounts = self.powers.astype(self.rdtype)
+        self.links: EpisodeLinks | None = None
+        self.back = np.empty(0, np.int64)
+
+    def read(self, indices: np.ndarray) -> dict[str, np.ndarray] | None:
+        store = self.store
+        with store.lock:
+            try:
+                return self._read(np.asarray(indices, np.int64))
+            except RowIndexError:  # a ring writer in another process evicted rows being linked
+                if store.mode == "r":
+                    store.refresh()
+                return None
+
+    def _read(self, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        store, n = self.store, self.n
+        B = len(idx)
+        size = len(store)
+        pos = self.koff + idx  # (n, B): logical rows of the windows, if adjacent
+        if B and int(idx.max()) + n > size:
+            # past the newest row: clipped to it, so the row repeats and its step does not go on
+            np.minimum(pos, size - 1, out=pos)
+        w = self.window.read(pos.reshape(-1))
+        if w is None:
+            return None
+        flat = w  # (k-major: row t's own values are the first B)
+        w = {f: w[f].reshape(n, B) for f in WINDOW_FIELDS}
+        rew, term, trunc, ep, st = w.values()
+        other = ep != ep[0]  # rows of another episode
+        ok = st - st[0] == self.koff
+        ok &= ~other
+        alive = ~(term | trunc)
+        alive &= ok
+        for j in range(1, n):  # the window goes on after row j (a loop over n: cheaper than accumulate)
+            alive[j] &= alive[j - 1]
+        inc = ok  # (row 0 is always in)
+        inc[1:] &= alive[:-1]
+        # windows that stopped at a row of another episode may go on further on (vector envs)
+        amb = alive[:-1] & other[1:]
+        if np.count_nonzero(amb):
+            kc, r = np.nonzero(amb)
+            if not self._follow(r, kc + 1, pos, flat, w, inc, ep[0], st[0]):
+                return None
+        m = inc.sum(axis=0)
+        if len(self.back) != B:
+            self.back = np.arange(B, dtype=np.int64) - B
+        last = m * B
+        last += self.back  # flat (k-major) place of each window's last row: (m - 1) * B + b
+        acc = self.powers[:n] @ np.where(inc, rew, 0) if n > 1 else rew[0].astype(np.float64)
+        wide = self.at_row.read(idx) if self.at_row is not None else {}
+        after = self.at_last.read(pos.reshape(-1)[last]) if self.at_last is not None else {}
+        if wide is None or after is None:
+            return None
+        made = {"reward": acc.astype(self.rdtype), "terminated": flat["terminated"][last],
+                "truncated": flat["truncated"][last], "episode": flat["episode"][:B], "step": flat["step"][:B],
+                **wide, **after}
+        out = {f: made[f] for f in self.fields}
+        for f in ("reward", "terminated", "truncated"):
+            if f not in out:
+                out[f] = made[f]
+        out["discount"] = self.discounts[m]
+        out["n_steps"] = m
+        return out
+
+    def _follow(self, r: np.ndarray, kc: np.ndarray, pos: np.ndarray, flat: dict[str, np.ndarray],
+                w: dict[str, np.ndarray], inc: np.ndarray, ep0: np.ndarray, st0: np.ndarray) -> bool:
+        """Extend windows ``r`` from place ``kc`` on by following their episodes' links
+        (one vectorised step per place), filling ``pos``, the window rows (``flat``, ``w``:
+        its ``(n, B)`` views) and ``inc``; False if a read was torn."""
+        if self.links is None:
+            self.links = EpisodeLinks(self.store)
+        self.links.update()
+        lo = self.store.id_range[0]
+        gid = pos[kc - 1, r] + lo
+        while len(r):
+            gid = self.links.next(gid)
+            f = gid >= 0
+            r, kc, gid = r[f], kc[f], gid[f]
+            if not len(r):
+                break
+            got = self.window.read(gid - lo)
+            if got is None:
+                return False
+            ok = (got["step"] == st0[r] + kc) & (got["episode"] == ep0[r])
+            r, kc, gid = r[ok], kc[ok], gid[ok]
+            at = kc, r
+            for name, v in got.items():
+                flat[name][kc * len(st0) + r] = v[ok]
+            pos[at], inc[at] = gid - lo, True
+            more = ~(w["terminated"][at] | w["truncated"][at]) & (kc + 1 < self.n)
+            r, kc, gid = r[more], kc[more] + 1, gid[more]
+        return True
+
+    def will_need(self, indices: np.ndarray) -> None:
+        """Hint the kernel to read the pages of these rows' windows (cold-cache mode only)."""
+        self.window.will_need(indices)
+        if self.at_row is not None:
+            self.at_row.will_need(indices)
+
+    def close(self) -> None:
+        """Nothing to release: files belong to the store's fields."""
