@@ -277,3 +277,25 @@ def test_a_deflated_chunk_is_never_inflated_beyond_one_chunk(tmp_path):
     _rewrite(z, short, {"obs/c/2/0": bytes(chunk - 8)})
     with rs.open(short) as p, pytest.raises(rs.CorruptStoreError, match=r"obs/c/2/0"):
         p.read(np.arange(9_000, 9_010), fields=["obs"])
+
+
+def test_class_indexes_are_not_packed_and_are_rebuilt_from_the_zip(tmp_path):
+    """A store a balanced sampler has used holds ``_index/`` (padded like chunks: 2 MiB
+    per class here); the zip leaves those caches out, and a balanced sampler on the zip
+    or on the unpacked store draws exactly the batches it draws on the original."""
+    src = _lake(tmp_path / "s.zarr", 60_000)
+    with rs.open(src, mode="a") as s:
+        want = rs.BalancedSampler(s, by="action", batch_size=512, seed=3).sample()
+    assert (src / "_index").is_dir()
+    z = rs.pack(src, tmp_path / "s.zip")
+    with rs.open(src) as d:
+        data = sum(f.row_bytes for f in d.schema) * 60_000
+    assert z.stat().st_size < data + 256 * 1024, (z.stat().st_size, data)  # was + 8 MiB of index
+    with zipfile.ZipFile(z) as zf:
+        assert not [n for n in zf.namelist() if n.startswith("_index/")]
+    with rs.open(z) as p:
+        assert_batches_equal(rs.BalancedSampler(p, by="action", batch_size=512, seed=3).sample(), want)
+    out = rs.unpack(z, tmp_path / "u.zarr")
+    assert rs.verify(out).ok
+    with rs.open(out, mode="a") as u:
+        assert_batches_equal(rs.BalancedSampler(u, by="action", batch_size=512, seed=3).sample(), want)

@@ -57,7 +57,7 @@ from ..errors import (
 from ..progress import Progress, as_progress
 from .backends import Backend, LocalBackend, ZipBackend, resolve
 from .files import MAX_JSON_BYTES, exchange_paths, pid_alive
-from .layout import BACKUP, GROUP_META, RUNTIME_FILES, is_chunk_key, is_temp_name
+from .layout import BACKUP, GROUP_META, INDEX_DIR, RUNTIME_FILES, is_chunk_key, is_temp_name
 from .metadata import load_meta
 from .zipchunks import copy_sparse, partial_chunks
 
@@ -151,10 +151,12 @@ def _local_files(root: Path) -> dict[str, int]:
 
 
 def _content_keys(loc: Backend) -> dict[str, int]:
-    """The store's files (key -> size) without lock, live-floor and temporary files."""
-    if loc.local is not None:
-        return _local_files(loc.local)
-    return {k: n for k, n in loc.sizes().items() if k not in RUNTIME_FILES and not is_temp_name(k)}
+    """The store's files (key -> size) without lock, live-floor and temporary files, and
+    without class indexes (``_index/``: caches of the key fields, padded like chunks; a zip
+    store builds them in memory when a balanced sampler needs one)."""
+    keys = _local_files(loc.local) if loc.local is not None else {
+        k: n for k, n in loc.sizes().items() if k not in RUNTIME_FILES and not is_temp_name(k)}
+    return {k: n for k, n in keys.items() if not k.startswith(INDEX_DIR + "/")}
 
 
 def _order(keys) -> list[str]:
