@@ -28,7 +28,8 @@ OUT_HELP = (f"Where to save the agent ({AGENT_FILE}, e.g. q.npz). An existing fi
               default="auto", show_default=True,
               help="Step-size schedule; auto = constant for sweeps, visits for minibatches.")
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.99, show_default=True,
-              help='Discount factor.')
+              help="Discount factor (0.99 by default, as for learn; the FrozenLake examples and "
+                   "the demo use 0.95: give it explicitly to match them).")
 @click.option("--balanced-by", help="Sample class-balanced by this discrete field.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help='Seed of the sampler and of the evaluation episodes.')
@@ -37,7 +38,8 @@ OUT_HELP = (f"Where to save the agent ({AGENT_FILE}, e.g. q.npz). An existing fi
 @click.option("--max-updates", type=click.IntRange(min=1), default=500_000, show_default=True,
               help='Stop after this many updates even if the Q-table still changes.')
 @click.option("--eval-every", type=click.IntRange(min=1),
-              help="Evaluate the greedy policy every K updates (sweeps, in sweep mode) and at the end.")
+              help="Evaluate the greedy policy every K updates (sweeps, in sweep mode) and at the end "
+                   "(default: off, no evaluation; needs the store's env or --env).")
 @click.option("--eval-episodes", type=click.IntRange(min=1), default=100, show_default=True,
               help='Episodes of each evaluation (with --eval-every).')
 @click.option("--env", "env_id", help="Environment for evaluation (default: the store's env id).")
