@@ -118,3 +118,10 @@ def test_pack_and_unpack_over_an_existing_output_name_overwrite(tmp_path):
     assert_cli_words(error_line(run("pack", a, z, "--no-progress")), "--overwrite")
     assert run("unpack", z, tmp_path / "b.zarr").exit_code == 0
     assert_cli_words(error_line(run("unpack", z, tmp_path / "b.zarr")), "--overwrite")
+
+
+def test_balancing_by_a_continuous_field_names_the_option(tmp_path):
+    a = tmp_path / "a.zarr"
+    assert run("collect", "FrozenLake-v1", "--out", a, "--steps", 50, "--no-progress").exit_code == 0
+    line = error_line(run("sample", a, "--balanced-by", "reward", "--batch-size", 4))
+    assert_cli_words(line, "--balanced-by reward_sign")

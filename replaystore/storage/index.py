@@ -113,10 +113,9 @@ def key_spec(schema, by: Any, *, key_fields: tuple[str, ...] | None = None, name
         raise SamplerError(f"by= must be a field name, 'reward_sign' or a function, got {by!r}")
     f = schema[by]
     if f.dtype.kind == "f":
-        raise SamplerError(
-            f"cannot balance by field {by!r}: it is continuous ({f.dtype}); balance by a discrete "
-            "field (bool/int), by='reward_sign', or by a function that returns integer classes"
-        )
+        what = f"cannot balance by field {by!r}: it is continuous ({f.dtype}); balance by a discrete field (bool/int)"
+        raise SamplerError(f"{what}, by='reward_sign', or by a function that returns integer classes",
+                           cli=f"{what}, or by reward_sign (--balanced-by reward_sign)")
     if f.shape != ():
         raise SamplerError(
             f"cannot balance by field {by!r}: its rows have shape {f.shape}; expected scalars"
