@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from gymnasium.spaces import Box, Dict, Discrete, MultiBinary, MultiDiscrete, Tu
 from hypothesis import settings as _hyp_settings
 
 import replaystore as rs
+from replaystore.progress import Progress
 from replaystore.spaces import flatten_space
 from replaystore.storage.pack import RUNTIME_FILES
 
@@ -351,3 +353,23 @@ def _stores_left_behind_verify(request):
         return
     bad = _verify_all(_store_roots(root))
     assert not bad, "a store this test left behind fails verify:\n" + "\n".join(bad)
+
+
+class Recorder(Progress):
+    """A :class:`~replaystore.progress.Progress` that records every call (a real reporter
+    the library reports to, for tests of what it reports)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def start(self, total, label):
+        self.calls.append(("start", total, label))
+
+    def update(self, n=1, **status):
+        self.calls.append(("update", n, status))
+
+    def close(self):
+        self.calls.append(("close",))
+
+    def done(self) -> int:
+        return sum(c[1] for c in self.calls if c[0] == "update")

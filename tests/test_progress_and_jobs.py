@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from conftest import Recorder
 
 import replaystore as rs
 from replaystore.agents import QLearningAgent
@@ -17,28 +17,12 @@ from replaystore.cli import ClickProgress
 from replaystore.collect import collect
 from replaystore.demo import run_demo
 from replaystore.inspect import human_bytes, sample_frame, summary
-from replaystore.progress import Progress
 from replaystore.training import OfflineTrainer, train_store
 
 LAKE = "FrozenLake-v1"
 DET = {"is_slippery": False}
 
 
-class Recorder(Progress):
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def start(self, total, label):
-        self.calls.append(("start", total, label))
-
-    def update(self, n=1, **status):
-        self.calls.append(("update", n, status))
-
-    def close(self):
-        self.calls.append(("close",))
-
-    def done(self) -> int:
-        return sum(c[1] for c in self.calls if c[0] == "update")
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import Recorder
 
 import replaystore as rs
 from replaystore.agents import QLearningAgent
 from replaystore.cli import main
-from replaystore.progress import Progress
 from replaystore.training import OfflineTrainer
 
 LAKE = "FrozenLake-v1"
@@ -119,18 +118,6 @@ def test_eval_every_without_an_environment_is_an_error(slippery):
     assert not agent.q.any()  # refused before any update
 
 
-class Recorder(Progress):
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def start(self, total, label):
-        self.calls.append(("start", total, label))
-
-    def update(self, n=1, **status):
-        self.calls.append(("update", n, status))
-
-    def close(self):
-        self.calls.append(("close",))
 
 
 def test_the_sweep_bar_counts_sweeps_and_shows_the_bound(slippery):
