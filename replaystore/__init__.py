@@ -12,9 +12,17 @@ The data flow is collect -> store -> sample -> train -> agent::
 from . import agents  # noqa: E402,F401  (registers the saved-policy loaders: policy.load_policy)
 from .errors import *  # noqa: E402,F403
 from .errors import __all__ as _errors_all  # noqa: E402
+from .framebytes import FrameStackBytes, frame_stack_bytes  # noqa: E402
 from .merge import merge  # noqa: E402
 from .online import LinearSchedule, OnlineResult, OnlineTrainer  # noqa: E402
-from .sampling import BalancedSampler, Sampler, SequenceSampler, UniformSampler, WeightedSampler  # noqa: E402
+from .sampling import (  # noqa: E402
+    BalancedSampler,
+    PrioritizedSampler,
+    Sampler,
+    SequenceSampler,
+    UniformSampler,
+    WeightedSampler,
+)
 from .storage import (  # noqa: E402
     FORMAT_VERSION,
     Field,
@@ -45,6 +53,9 @@ __all__ = [
     "BalancedSampler",
     "WeightedSampler",
     "SequenceSampler",
+    "PrioritizedSampler",
+    "frame_stack_bytes",
+    "FrameStackBytes",
     "OnlineTrainer",
     "OnlineResult",
     "LinearSchedule",

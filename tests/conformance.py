@@ -50,7 +50,7 @@ __all__ = ["OBS", "ACT", "EXTRA", "INFO", "ENV_ID", "FLAGS", "rows", "ids_of", "
 
 OBS = Box(-1e7, 1e7, (3,), np.float32)
 ACT = Discrete(4)
-EXTRA = [("weight", "float32"), ("tag", "int16", (2,))]
+EXTRA = [("w", "float32"), ("tag", "int16", (2,))]
 INFO = {"run": "conformance", "seed": 7, "nested": {"a": [1, 2], "b": None}}
 ENV_ID = "Conformance-v0"
 
@@ -81,13 +81,13 @@ def rows(start: int, n: int) -> dict[str, np.ndarray]:
         "next_obs": _obs(ids + 1),
         "terminated": ids % 37 == 36,
         "truncated": ids % 101 == 100,
-        "weight": (0.5 * (1 + ids % 5)).astype(np.float32),
+        "w": (0.5 * (1 + ids % 5)).astype(np.float32),
         "tag": np.stack([ids % 300, -(ids % 77)], axis=1).astype(np.int16),
     }
 
 
 FIELD_ORDER = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "episode",
-               "step", "weight", "tag")
+               "step", "w", "tag")
 
 
 def ids_of(batch: dict[str, np.ndarray]) -> np.ndarray:

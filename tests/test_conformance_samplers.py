@@ -44,9 +44,19 @@ SAMPLERS = {
                                                             replacement=False),
     "balanced-action": lambda store, seed: rs.BalancedSampler(store, by="action", batch_size=BATCH,
                                                               seed=seed),
-    "weighted-field": lambda store, seed: rs.WeightedSampler(store, weights="weight", batch_size=BATCH,
+    "weighted-field": lambda store, seed: rs.WeightedSampler(store, weights="w", batch_size=BATCH,
                                                              seed=seed),
+    "prioritized": lambda store, seed: _prioritized(store, seed),
 }
+
+
+def _prioritized(store, seed):
+    """A PrioritizedSampler (its in-memory warning on read-only backends is expected)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*the store is not open for appending", RuntimeWarning)
+        return rs.PrioritizedSampler(store, batch_size=BATCH, seed=seed)
 RECIPES = {"unbounded": UNBOUNDED, "ring": RING}
 
 by_sampler = pytest.mark.parametrize("sampler", SAMPLERS)

@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from .. import spaces as _spaces
-from ..errors import CorruptStoreError, SchemaError, StoreModeError
+from ..errors import CorruptStoreError, RowIndexError, SchemaError, StoreModeError
 from . import frames, layout
 from .backends import Backend, resolve
 from .fieldio import ChunkCache, FieldIO, ZarrArrays, open_field
@@ -38,6 +38,7 @@ from .index import ClassIndex
 from .indexes import IndexSet
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView, memory_budget
 from .metadata import FORMAT_VERSION, MAX_COUNT, load_meta
+from .priorities import Priorities
 from .reader import BatchReader, StoreReader
 from .schema import Field, Schema
 from .validate import RowValidator
@@ -135,6 +136,8 @@ class ReplayStore:
             hugepages=self._hugepages)
         if self._writer is not None:
             self._writer.indexes = self._indexes
+        self._priorities: Priorities | None = None
+        self._fsync = fsync
         self._closed = False
 
     def _check_arrays(self, total: int) -> None:
@@ -305,8 +308,12 @@ class ReplayStore:
         try:
             if self._writer is not None:
                 self._writer.close()
+            if self._priorities is not None:
+                self._priorities.flush(self.total)
         finally:
             self._closed = True
+            if self._priorities is not None:
+                self._priorities.close()
             for fio in self._fields.values():
                 fio.close()
             self._arrays.clear()
@@ -434,12 +441,35 @@ class ReplayStore:
         self._check_open()
         return self._reader.read_range(start, stop, self.schema.select(fields))
 
-    def read_ids(self, start: int, stop: int, fields: str | Sequence[str] | None = None) -> dict:
-        """The committed rows with global ids ``[start, stop)`` (see :attr:`id_range`), whole:
-        exactly those rows, or :class:`~replaystore.RowIndexError` if the store does not hold
-        them all (a ring evicted some, also while they were being read by this call)."""
+    def read_ids(self, start: Any, stop: int | None = None,
+                 fields: str | Sequence[str] | None = None) -> dict:
+        """Rows by global id (see :attr:`id_range`; samplers give them as ``batch["index"]``).
+
+        ``read_ids(start, stop)``: the committed rows with ids ``[start, stop)``, read
+        sequentially. ``read_ids(ids)``: the rows with the ids in the array ``ids`` (any
+        order, repeats allowed; rows still in this process's write buffer too). Either way
+        exactly those rows, whole, or :class:`~replaystore.RowIndexError` if the store does
+        not hold them all (a ring evicted some, also while they were being read).
+        """
         self._check_open()
-        return self._reader.read_ids(int(start), int(stop), self.schema.select(fields), check=True)
+        if stop is not None:
+            return self._reader.read_ids(int(start), int(stop), self.schema.select(fields), check=True)
+        ids = np.asarray(start).reshape(-1)
+        if ids.dtype.kind not in "iu" and ids.size:
+            raise RowIndexError(f"{self.path}: row ids must be integers, got {ids.dtype}")
+        ids = ids.astype(np.int64)
+        for _ in range(8):
+            lo, hi = self.id_range
+            out = ids < lo
+            if out.any() or (ids >= hi).any():
+                bad = ids[out | (ids >= hi)]
+                raise RowIndexError(f"{self.path}: rows with ids {bad[:5].tolist()}"
+                                    f"{' ...' if len(bad) > 5 else ''} are not held: the store holds "
+                                    f"ids {lo}..{hi - 1}")
+            batch = self.read(ids - lo, fields)
+            if self.id_range[0] == lo:  # (no eviction moved the logical rows while reading)
+                return batch
+        raise RowIndexError(f"{self.path}: rows kept being evicted while they were read")
 
     def buffered_rows(self, fields: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The rows appended in this process and not yet committed, oldest first: global
@@ -492,6 +522,25 @@ class ReplayStore:
         self._reader.advise(MADV_RANDOM if on else MADV_NORMAL)
 
     # -- class indexes --------------------------------------------------------------------
+    def priorities(self, alpha: float) -> Priorities:
+        """The store's priorities for prioritized replay as ``priority ** alpha`` (see
+        :mod:`~replaystore.storage.priorities`): saved with the store when it is open for
+        appending, in memory otherwise. One at a time per open store.
+
+        >>> # p = store.priorities(alpha=0.6); p.leaves[...]  (PrioritizedSampler uses this)
+        """
+        self._check_open()
+        pr = self._priorities
+        if pr is not None and pr.leaves.size:
+            if pr.alpha == float(alpha):
+                return pr  # (samplers of one store share its priorities)
+            raise StoreModeError(f"{self.path}: its priorities are in use with alpha={pr.alpha}; "
+                                 f"samplers of one open store share them, so alpha={alpha} needs the "
+                                 "store opened again")
+        self._priorities = Priorities(self._backend, capacity=self.capacity, id_range=self.id_range,
+                                      alpha=alpha, writable=self.mode == "a", fsync=self._fsync)
+        return self._priorities
+
     def class_index(self, by: Any, *, key_fields=None, key_name: str | None = None) -> ClassIndex:
         """The per-class row index for ``by`` (a discrete field, ``"reward_sign"`` or a
         function of a dict of rows returning integer classes), built once and kept with
