@@ -150,18 +150,12 @@ class PrioritizedSampler(Sampler):
         if not total > 0:
             raise SamplerError(f"{self.store.path}: every stored row has priority 0; at least one "
                                "needs a positive priority to be drawn")
-        slots = tree.draw(self.rng.random(self.batch_size) * total)
-        lo, _ = self._seen
         pr = self.priorities
-        if pr.capacity is None:
-            ids = slots
-        else:  # the stored row in each slot
-            ids = lo + (slots - lo) % pr.capacity
-        p = pr.leaves[slots].astype(np.float64)
         beta = float(self.beta(self.batches)) if callable(self.beta) else self.beta
-        weight = np.power(p.min() / p, beta).astype(np.float32)  # (N P_i)^-b / max_j (N P_j)^-b
+        logical, ids, weight = tree.draw_rows(self.rng.random(self.batch_size) * total, self._seen[0],
+                                              pr.capacity or 0, beta)
         self.batches += 1
-        return ids - lo, ids, weight
+        return logical, ids, weight
 
     def sample(self) -> dict[str, np.ndarray]:
         """The next batch: the fields, ``"index"`` (global row ids) and ``"weight"``."""
@@ -192,23 +186,19 @@ class PrioritizedSampler(Sampler):
         ids = np.asarray(ids)
         if ids.dtype.kind not in "iu":
             raise SamplerError(f"{self.store.path}: row ids must be integers, got {ids.dtype}")
-        ids = ids.astype(np.int64).reshape(-1)
-        p = check_priorities(priorities, ids, f"{self.store.path}")
+        ids = ids.astype(np.int64, copy=False).reshape(-1)
+        p = np.asarray(priorities, dtype=np.float64)
+        if p.shape != ids.shape:
+            p = check_priorities(p, ids, f"{self.store.path}")  # (a scalar, or the error)
         self._sync()
         lo, hi = self._seen
-        if len(ids) and (int(ids.max()) >= hi or int(ids.min()) < 0):
+        pr = self.priorities
+        pr.mark_dirty()
+        if self._tree.set_priorities(ids, p, lo, hi, pr.capacity or 0, self.alpha) >= 0:
+            check_priorities(p, ids, f"{self.store.path}")
             bad = ids[(ids >= hi) | (ids < 0)]
             raise SamplerError(f"{self.store.path}: row ids {bad[:5].tolist()} were never stored "
                                f"(the store holds ids {lo}..{hi - 1})")
-        keep = ids >= lo
-        if not keep.all():
-            ids, p = ids[keep], p[keep]
-        if self.alpha == 0:
-            leaf = (p > 0).astype(np.float32)
-        else:
-            leaf = np.power(p, self.alpha).astype(np.float32)
-        self.priorities.mark_dirty()
-        self._tree.update(self.priorities.slots(ids), leaf)
 
     # -- saving ---------------------------------------------------------------------------
     def flush(self) -> None:

@@ -125,6 +125,47 @@ def _update(leaves, block, sums, maxs, cap, slots, values):  # pragma: no cover 
         width //= 2
 
 
+@njit(cache=True, nogil=True)
+def _draw_rows(leaves, block, sums, cap, u, lo, ring, beta, logical, ids, weight):  # pragma: no cover
+    # draws, then for each: the stored row id in the slot, its logical row, and the
+    # importance weight (p_min / p) ** beta = (N P_i) ** -beta / max_j (N P_j) ** -beta
+    m = u.shape[0]
+    _draw(leaves, block, sums, cap, u, ids)
+    pmin = np.inf
+    for k in range(m):
+        v = leaves[ids[k]]
+        if v < pmin:
+            pmin = v
+    for k in range(m):
+        s = ids[k]
+        weight[k] = (pmin / leaves[s]) ** beta
+        g = lo + (s - lo) % ring if ring > 0 else s
+        ids[k] = g
+        logical[k] = g - lo
+
+
+@njit(cache=True, nogil=True)
+def _set(leaves, block, sums, maxs, cap, ids, p, lo, hi, ring, alpha, slots, vals):  # pragma: no cover
+    # checks everything first (nothing is written if any id or value is bad: returns its
+    # position), then sets priority ** alpha of the ids still stored (>= lo)
+    m = ids.shape[0]
+    for k in range(m):
+        v = p[k]
+        if not (v >= 0.0 and v < np.inf) or ids[k] < 0 or ids[k] >= hi:
+            return k
+    j = 0
+    for k in range(m):
+        g = ids[k]
+        if g < lo:
+            continue
+        slots[j] = g % ring if ring > 0 else g
+        v = p[k]
+        vals[j] = (1.0 if v > 0.0 else 0.0) if alpha == 0.0 else v ** alpha
+        j += 1
+    _update(leaves, block, sums, maxs, cap, slots[:j], vals[:j])
+    return -1
+
+
 class SumTree:
     """Block sums and maxima over ``leaves`` (a 1-D ``float32`` array the tree reads and,
     through :meth:`update`, writes). ``block`` leaves per block."""
@@ -155,6 +196,24 @@ class SumTree:
         out = np.empty(len(u), np.int64)
         _draw(self.leaves, self.block, self.sums, self.cap, np.ascontiguousarray(u, np.float64), out)
         return out
+
+    def draw_rows(self, u: np.ndarray, lo: int, ring: int, beta: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draws ``u`` as ``(logical rows, row ids, importance weights)``, for leaves by slot
+        of a store whose oldest row id is ``lo`` (``ring``: its capacity, 0 if unbounded)."""
+        m = len(u)
+        logical, ids, weight = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.float32)
+        _draw_rows(self.leaves, self.block, self.sums, self.cap, u, lo, ring, beta, logical, ids, weight)
+        return logical, ids, weight
+
+    def set_priorities(self, ids: np.ndarray, p: np.ndarray, lo: int, hi: int, ring: int,
+                       alpha: float) -> int:
+        """Set leaves to ``p ** alpha`` for row ids ``ids`` (int64) with priorities ``p``
+        (float64); ids below ``lo`` are skipped. -1, or (nothing set) the position of the
+        first id outside ``[0, hi)`` or priority not finite and >= 0."""
+        m = len(ids)
+        return int(_set(self.leaves, self.block, self.sums, self.maxs, self.cap, ids, p, lo, hi, ring,
+                        alpha, np.empty(m, np.int64), np.empty(m, np.float32)))
 
     def update(self, slots: np.ndarray, values: np.ndarray) -> None:
         """Set ``leaves[slots] = values`` (the last of repeated slots wins) and the sums above."""
