@@ -207,6 +207,7 @@ def test_sigkill_after_updates_keeps_them_and_the_store_opens(tmp_path):
     assert rs.verify(path).ok
 
 
+@pytest.mark.damages_store
 def test_damaged_priorities_are_found_by_their_checksums(tmp_path):
     path = tmp_path / "s"
     store = make(path, 100)
@@ -221,6 +222,37 @@ def test_damaged_priorities_are_found_by_their_checksums(tmp_path):
     store.close()
 
 
+@pytest.mark.damages_store
+def test_verify_finds_damaged_priorities_and_repair_keeps_every_row(tmp_path):
+    path = tmp_path / "s"
+    store = make(path, 100)
+    rs.PrioritizedSampler(store, batch_size=8, seed=0).update_priorities(np.arange(100), 2.0)
+    store.close()
+    assert rs.verify(path).ok
+    chunk = path / "_priority" / "c" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[8:12] = np.float32(5.0).tobytes()
+    chunk.write_bytes(bytes(raw))
+    report = rs.verify(path)
+    assert not report.ok and "priorities" in str(report.side[0]) and "slots 0..65535" in str(report.side[0])
+    report = rs.verify(path, repair=True)
+    assert rs.verify(path).ok and len(rs.open(path)) == 100
+    store = rs.open(path, "a")
+    np.testing.assert_allclose(rs.PrioritizedSampler(store, batch_size=8).priority(np.arange(100)), 1.0)
+    store.close()
+    # a crash leaves them not clean: values are checked instead, and a NaN is damage
+    store = rs.open(path, "a")
+    s = rs.PrioritizedSampler(store, batch_size=8)
+    s.update_priorities([3], [4.0])
+    store._priorities.leaves[5] = np.nan  # (what a torn write could leave)
+    store._priorities._map.flush()
+    import shutil
+    shutil.copytree(path, tmp_path / "crashed")  # (as a SIGKILL would leave it: not flushed)
+    store.close()
+    assert "not finite" in str(rs.verify(tmp_path / "crashed").side[0])
+
+
+@pytest.mark.damages_store
 def test_a_crafted_priority_array_is_refused_before_anything_is_allocated(tmp_path):
     path = tmp_path / "s"
     store = make(path, 100, capacity=128)

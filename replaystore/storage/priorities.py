@@ -72,7 +72,8 @@ class Priorities:
     ``priority ** alpha`` by physical slot (a memory map when :attr:`persisted`)."""
 
     def __init__(self, backend: Backend, *, capacity: int | None, id_range: tuple[int, int],
-                 alpha: float, writable: bool, fsync: bool = True) -> None:
+                 alpha: float, writable: bool, fsync: bool = True, stored_alpha: bool = False) -> None:
+        keep_alpha = stored_alpha  # (verify: read the values as saved, whatever their alpha)
         self.backend = backend
         self.capacity = capacity
         self.alpha = float(alpha)
@@ -95,16 +96,19 @@ class Priorities:
             self._open_file(rows, create=attrs is None)
         else:
             self.leaves = self._load_copy(rows) if attrs is not None else np.zeros(rows, np.float32)
+        self.was_clean = attrs is None or bool(attrs["clean"])
         if attrs is None:
             saved, clean, stored_alpha = 0, True, self.alpha
         else:
             saved, clean, stored_alpha = int(attrs["rows"]), bool(attrs["clean"]), float(attrs["alpha"])
+            if keep_alpha:
+                self.alpha = stored_alpha
             if clean and _crcs(self.leaves) != list(attrs["crc"]):
                 bad = [i for i, (x, y) in enumerate(zip(_crcs(self.leaves), attrs["crc"], strict=True)) if x != y]
                 raise CorruptStoreError(
                     f"{self.where}: priorities of slots {bad[0] * CRC_ROWS}..{(bad[0] + 1) * CRC_ROWS - 1} "
-                    f"do not match their checksum ({len(bad)} damaged block(s)); delete {self.where} to "
-                    "start every row at priority 1")
+                    f"do not match their checksum ({len(bad)} damaged block(s)); repairing the store "
+                    "(replaystore verify --repair) removes them, and every row starts at priority 1")
         self._crc = None
         self.saved_rows = saved
         self._sanitize(stored_alpha)
@@ -154,6 +158,10 @@ class Priorities:
             self._write_meta(rows, clean=True, saved=0)
 
     def _load_copy(self, rows: int) -> np.ndarray:
+        size = self.backend.sizes(f"{ARRAY}/c").get(f"{ARRAY}/c/0")
+        if size != rows * 4:  # (checked before reading: a crafted file is never loaded)
+            raise CorruptStoreError(f"{self.where}/c/0: expected {rows * 4} bytes of priorities, found "
+                                    f"{'none' if size is None else size}")
         raw = self.backend.get(f"{ARRAY}/c/0")
         if raw is None or len(raw) != rows * 4:
             raise CorruptStoreError(f"{self.where}/c/0: expected {rows * 4} bytes of priorities, found "

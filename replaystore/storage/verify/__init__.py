@@ -27,6 +27,7 @@ from ..files import read_json
 from ..metadata import load_meta, parse_meta
 from .check import StateCheck, check_state
 from .indexes import check_indexes, check_live
+from .priorities import check_priorities_array
 from .repair import remove_leftovers
 from .repair import repair as repair_store
 from .report import Damage, SideDamage, VerifyReport
@@ -163,10 +164,13 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
         if chk.schema is not None and not live:
             chk.side += check_indexes(root, chk.schema, chk.capacity, chk.state)
             chk.side += check_live(root, chk.capacity, chk.state)
+            damage, notes = check_priorities_array(root, chk.capacity, chk.state)
+            chk.side += damage
+            report.notes += notes
         elif live:
             report.notes.append(f"being written by process {report.writer_pid}: blocks that changed "
                                 "while checked were re-checked against the newest commit; class "
-                                "indexes, .live and unused checksum records not checked")
+                                "indexes, priorities, .live and unused checksum records not checked")
         report.problems += chk.problems
         report.damage, report.side = chk.damage, chk.side
         report.rows_checked, report.blocks_checked = chk.rows_checked, chk.blocks_checked

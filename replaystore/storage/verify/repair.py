@@ -115,6 +115,10 @@ def _repair_side(root: Path, chk: StateCheck) -> list[str]:
         elif s.action == "live":
             _reset_live(root, int(s.target))
             done.append(f"reset .live to {int(s.target):,}")
+        elif s.action == "priorities":
+            shutil.rmtree(root / s.target)
+            done.append(f"removed the damaged priorities {s.target!r} (rows start at priority 1 "
+                        "when next sampled)")
     write_backup(backend, meta, state)
     return done
 
