@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import spaces
+from .framebytes import frames_line
 from .sampling import BalancedSampler, UniformSampler
 from .storage.frames import BLOCK_ROWS, columns, episodes, to_pandas
 
@@ -110,6 +111,8 @@ class StoreSummary:
     """bytes the whole store takes on disk (a directory: blocks allocated; a zip: its size)"""
     apparent: int | None = None
     """a directory's files' total length, holes of sparse files included (None for a zip)"""
+    frame_stacks: str | None = None
+    """for image-like observations: the bytes of stacking 4 frames at sample time or at collection"""
 
     def lines(self) -> list[str]:
         env = self.env.get("id") or "-"
@@ -137,6 +140,8 @@ class StoreSummary:
         lines.append(f"  {'total':<60}{human_bytes(sum(f[-2] for f in self.fields)):>10}"
                      f"{human_bytes(sum(f[-1] for f in self.fields)):>10}")
         lines.append(f"size:           {self.size_line()}")
+        if self.frame_stacks is not None:
+            lines.append(f"frame stacks:   {self.frame_stacks}")
         return lines
 
     def size_line(self) -> str:
@@ -209,4 +214,5 @@ def summary(store: ReplayStore) -> StoreSummary:
                      for f in store.schema),
         on_disk=on_disk,
         apparent=apparent,
+        frame_stacks=frames_line(store),
     )
