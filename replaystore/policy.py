@@ -171,6 +171,11 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     replaystore.policy.UnknownPolicyError: '.../policy.bin': no registered loader reads it; ...
     """
     p = Path(path)
+    if not p.suffix and not p.exists():  # ("cp-dqn" for the cp-dqn.pt a command wrote)
+        found = [p.with_name(p.name + s) for lo in _LOADERS.values() for s in lo.suffixes
+                 if p.with_name(p.name + s).is_file()]
+        if len(found) == 1:
+            p = found[0]
     fmt = _sidecar_format(p)
     if fmt is not None:
         loader = _LOADERS.get(fmt)

@@ -37,6 +37,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from .agents import QLearningAgent
 
@@ -165,8 +167,10 @@ class TrainReport:
         if self.log is not None:
             lines.append(f"wrote {self.log_rows:,} rows of metrics to {self.log}")
         if self.out is not None:
-            lines.append(f"saved the agent (Q-table {self.agent.q.shape[0]}x{self.agent.q.shape[1]}, "
-                         f"visit counts, hyperparameters) to {self.out}")
+            q = getattr(self.agent, "q", None)
+            what = (f"Q-table {q.shape[0]}x{q.shape[1]}, visit counts, hyperparameters" if isinstance(q, np.ndarray)
+                    else f"{type(self.agent).__name__}: networks, optimizer, settings")
+            lines.append(f"saved the agent ({what}) to {self.out}")
         return lines
 
 

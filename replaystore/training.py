@@ -35,7 +35,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from .agents import Agent, QLearningAgent
+from .agents import Agent
+from .agents.factory import agent_path, is_deep, make_agent
 from .agents.qtable_files import refuse_existing
 from .envs import check_env_id, make_env
 from .errors import EmptyStoreError, EnvError, SamplerError
@@ -323,8 +324,15 @@ def train_store(
     progress: bool | Progress = False,
     trust_env_id: bool = False,
     overwrite: bool = False,
+    agent: str = "q",
+    lr: float | None = None,
+    cql_alpha: float | None = None,
 ) -> TrainReport:
     """Train a tabular Q-learning agent on the store at ``path`` and save it to ``out``.
+
+    ``agent="dqn"`` / ``"cql"`` trains a :class:`~replaystore.agents.DQNAgent` /
+    :class:`~replaystore.agents.DiscreteCQLAgent` instead, in minibatches (``batch_size``
+    256 unless given; ``updates`` 50,000 unless given), saved as one ``.pt`` file.
 
     Full sweeps by default; minibatches when ``batch_size`` or ``balanced_by`` is given.
     ``alpha_schedule="auto"`` means ``"constant"`` for sweeps (each one an exact Bellman
@@ -347,12 +355,19 @@ def train_store(
     >>> report.mode, report.result.converged, report.lines()[-1].endswith(f"to {d / 'q.npz'}")
     ('sweeps', True, True)
     """
+    kind = agent
+    if is_deep(kind):
+        batch_size = batch_size or 256
+        if updates is None and epochs is None:
+            updates = 50_000
+        if out is not None:
+            out = agent_path(out, kind)
     sweeps = batch_size is None and not balanced_by
     if alpha_schedule == "auto":
         alpha_schedule = "constant" if sweeps else "visits"
     with open_store(path, mode="r") as store:
-        agent = QLearningAgent.from_spaces(store.observation_space, store.action_space, alpha=alpha,
-                                           gamma=gamma, alpha_schedule=alpha_schedule)
+        agent = make_agent(kind, store.observation_space, store.action_space, alpha=alpha, gamma=gamma,
+                           alpha_schedule=alpha_schedule, seed=seed, lr=lr, cql_alpha=cql_alpha)
         own_id = bool(env_id)
         env_id = env_id or store.env_info.get("id")
         kwargs = dict(env_kwargs) if env_kwargs is not None else store.env_info.get("kwargs", {})

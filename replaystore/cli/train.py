@@ -53,14 +53,21 @@ OUT_HELP = (f"Where to save the agent ({AGENT_FILE}, e.g. q.npz). An existing fi
 @click.option("--trust-env-id", is_flag=True,
               help="Make the store's recorded env id even in the module:Env-v0 form, which imports "
                    "that module (refused by default: a store is data).")
+@click.option("--agent", "agent_kind", type=click.Choice(["q", "dqn", "cql"]), default="q", show_default=True,
+              help="q: tabular Q-learning; dqn: deep Q-learning; cql: discrete CQL (dqn/cql: the torch "
+                   "extra, minibatches of 256, 50000 updates unless given, saved as one .pt file).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="dqn/cql: Adam's learning rate (default 2.3e-3).")
+@click.option("--cql-alpha", type=click.FloatRange(0), help="cql: weight of the conservative penalty (default 1).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def train(path, out, overwrite, updates, epochs, batch_size, alpha, alpha_schedule, gamma, balanced_by, seed,
           tol, max_updates, eval_every, eval_episodes, env_id, env_kwargs, log_csv, log_every, trust_env_id,
-          progress):
-    """Train a tabular Q-learning agent offline from the store at PATH and save it to --out.
+          agent_kind, lr, cql_alpha, progress):
+    """Train an agent offline from the store at PATH and save it to --out.
 
     Example: replaystore train fl.zarr --out q.npz --gamma 0.95 --eval-every 10 --log metrics.csv
+
+    Example: replaystore train cp.zarr --agent cql --updates 50000 --out cp-offline
 
     Ctrl-C stops training and saves the agent trained so far to --out (exit status 130).
     """
@@ -73,7 +80,8 @@ def train(path, out, overwrite, updates, epochs, batch_size, alpha, alpha_schedu
                              eval_every=eval_every, eval_episodes=eval_episodes, env_id=env_id,
                              env_kwargs=json_arg(env_kwargs, "--env-kwargs") if env_kwargs else None,
                              log_csv=log_csv, log_every=log_every, progress=progress_arg(progress),
-                             trust_env_id=trust_env_id, overwrite=overwrite)
+                             trust_env_id=trust_env_id, overwrite=overwrite, agent=agent_kind, lr=lr,
+                             cql_alpha=cql_alpha)
     except TrainInterrupted as exc:
         click.echo(exc.line(), err=True)
         sys.exit(130)
@@ -126,18 +134,18 @@ def evaluate(env_id, agent, episodes, seed, epsilon, env_kwargs):
 @click.option("--alpha-schedule", type=click.Choice(["visits", "polynomial", "constant"]),
               default="visits", show_default=True, help="Step-size schedule of the Q-learning agent.")
 @click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\'.')
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help='Transitions per update.')
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help='Transitions per update [default: 32; dqn: 64].')
 @click.option("--updates-per-step", type=click.IntRange(min=0), default=1, show_default=True,
               help='Updates (each one sampled batch) after every env step.')
 @click.option("--learning-starts", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Rows stored before updates begin.")
 @click.option("--epsilon-start", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help='Exploration rate at the first step.')
-@click.option("--epsilon-end", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help='Exploration rate after --epsilon-fraction of the run.')
-@click.option("--epsilon-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Share of the run over which epsilon decays linearly.")
+@click.option("--epsilon-end", type=click.FloatRange(0, 1), default=None,
+              help='Exploration rate after --epsilon-fraction of the run [default: 0.05; dqn: 0.04].')
+@click.option("--epsilon-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Share of the run over which epsilon decays linearly [default: 0.5; dqn: 0.16].")
 @click.option("--commit-every", type=click.IntRange(min=1), default=None,
               help="Commit the buffer and save the run state every N env steps "
                    "[default: 10000, less for rings with a smaller write buffer].")
@@ -148,14 +156,24 @@ def evaluate(env_id, agent, episodes, seed, epsilon, env_kwargs):
 @click.option("--log", "log_csv", type=click.Path(dir_okay=False),
               help="Write the learning curves (episodes, evaluations, TD) to this CSV.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --buffer (same settings).")
+@click.option("--agent", "agent_kind", type=click.Choice(["q", "dqn"]), default="q", show_default=True,
+              help="q: tabular Q-learning; dqn: deep Q-learning (the torch extra), saved as one .pt file.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="dqn: Adam's learning rate (default 2.3e-3).")
+@click.option("--target-update", type=click.IntRange(min=1),
+              help="dqn: copy the Q-network to the target network every N updates (default 128).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def learn(env_id, buffer, capacity, steps, out, overwrite, seed, gamma, alpha, alpha_schedule, env_kwargs, batch_size,
           updates_per_step, learning_starts, epsilon_start, epsilon_end, epsilon_fraction, commit_every,
-          eval_every, eval_episodes, balanced_by, log_csv, resume, progress):
-    """Learn tabular Q-learning online in ENV_ID with a replay buffer on disk.
+          eval_every, eval_episodes, balanced_by, log_csv, resume, agent_kind, lr, target_update, progress):
+    """Learn online in ENV_ID with a replay buffer on disk: tabular Q-learning, or DQN.
 
     Example: replaystore learn Taxi-v4 --buffer taxi.zarr --capacity 50000 --steps 200000 --out taxi.npz --seed 0
+
+    Example: replaystore learn CartPole-v1 --agent dqn --buffer cp.zarr --capacity 100000 --steps 50000 --out cp-dqn --seed 0
+
+    Defaults by agent: q: --batch-size 32, --epsilon-end 0.05, --epsilon-fraction 0.5;
+    dqn: --batch-size 64, --epsilon-end 0.04, --epsilon-fraction 0.16.
 
     After a crash, the same command with --resume goes on from the last commit.
     """
@@ -168,7 +186,8 @@ def learn(env_id, buffer, capacity, steps, out, overwrite, seed, gamma, alpha, a
                        epsilon_start=epsilon_start, epsilon_end=epsilon_end,
                        epsilon_fraction=epsilon_fraction, commit_every=commit_every,
                        eval_every=eval_every, eval_episodes=eval_episodes, balanced_by=balanced_by,
-                       log=log_csv, resume=resume, progress=progress_arg(progress), overwrite=overwrite)
+                       log=log_csv, resume=resume, progress=progress_arg(progress), overwrite=overwrite,
+                       agent=agent_kind, lr=lr, target_update=target_update)
     click.echo("\n".join(report.lines()))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..agents import QLearningAgent
+from ..agents.factory import agent_path, make_agent
 from ..agents.qtable_files import refuse_existing
 from ..envs import make_env
 from ..errors import RunMismatchError
@@ -29,7 +29,14 @@ from ..storage import open as open_store
 from .loop import BalancedFactory, OnlineResult, OnlineTrainer, run_dir_of
 from .schedules import LinearSchedule
 
-__all__ = ["learn", "LearnReport"]
+__all__ = ["learn", "LearnReport", "DEFAULTS"]
+
+#: the loop's settings by agent where they differ (``None`` arguments take these): the
+#: textbook tabular loop, and the tuned rl-baselines3-zoo settings of DQN on CartPole-v1
+DEFAULTS = {
+    "q": {"batch_size": 32, "epsilon_end": 0.05, "epsilon_fraction": 0.5},
+    "dqn": {"batch_size": 64, "epsilon_end": 0.04, "epsilon_fraction": 0.16},
+}
 
 
 @dataclass
@@ -80,12 +87,12 @@ def learn(
     alpha: float = 1.0,
     alpha_schedule: str = "visits",
     env_kwargs: Mapping[str, Any] | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     updates_per_step: int = 1,
     learning_starts: int = 1_000,
     epsilon_start: float = 1.0,
-    epsilon_end: float = 0.05,
-    epsilon_fraction: float = 0.5,
+    epsilon_end: float | None = None,
+    epsilon_fraction: float | None = None,
     commit_every: int | None = None,
     eval_every: int | None = None,
     eval_episodes: int = 100,
@@ -94,6 +101,10 @@ def learn(
     resume: bool = False,
     progress: bool | Progress = False,
     overwrite: bool = False,
+    agent: str = "q",
+    lr: float | None = None,
+    hidden: tuple[int, ...] | None = None,
+    target_update: int | None = None,
 ) -> LearnReport:
     """Learn tabular Q-learning online in ``env_id`` through the ring buffer ``buffer``.
 
@@ -104,13 +115,24 @@ def learn(
     saved to ``out``, one ``.npz`` file (:meth:`QLearningAgent.save`), checked before the
     run starts: an existing ``out`` is refused unless ``overwrite=True`` or the run resumes
     (``resume=True`` with a saved run in ``buffer``), which may replace its own output.
+
+    ``agent="dqn"`` learns a :class:`~replaystore.agents.DQNAgent` instead (``lr``,
+    ``hidden``, ``target_update`` are its settings; ``alpha`` is unused); it is saved as one
+    ``.pt`` file (``out`` without a suffix gets ``.pt``).
     """
+    kind = agent
+    settings = DEFAULTS["q" if kind == "q" else "dqn"]
+    batch_size = settings["batch_size"] if batch_size is None else batch_size
+    epsilon_end = settings["epsilon_end"] if epsilon_end is None else epsilon_end
+    epsilon_fraction = settings["epsilon_fraction"] if epsilon_fraction is None else epsilon_fraction
     kwargs = dict(env_kwargs or {})
     env = make_env(env_id, kwargs)
     try:
-        agent = QLearningAgent.from_spaces(env.observation_space, env.action_space, gamma=gamma,
-                                           alpha=alpha, alpha_schedule=alpha_schedule)
+        agent = make_agent(kind, env.observation_space, env.action_space, gamma=gamma, alpha=alpha,
+                           alpha_schedule=alpha_schedule, seed=seed, lr=lr, hidden=hidden,
+                           target_update=target_update)
         if out is not None:
+            out = agent_path(out, kind)
             agent.check_save_path(out)
         path = Path(buffer)
         exists = (path / "zarr.json").exists()
