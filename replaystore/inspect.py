@@ -111,6 +111,8 @@ class StoreSummary:
     """bytes the whole store takes on disk (a directory: blocks allocated; a zip: its size)"""
     apparent: int | None = None
     """a directory's files' total length, holes of sparse files included (None for a zip)"""
+    priorities: str | None = None
+    """what the store's saved priorities (prioritized replay) are, if it has any"""
     frame_stacks: str | None = None
     """for image-like observations: the bytes of stacking 4 frames at sample time or at collection"""
 
@@ -140,6 +142,8 @@ class StoreSummary:
         lines.append(f"  {'total':<60}{human_bytes(sum(f[-2] for f in self.fields)):>10}"
                      f"{human_bytes(sum(f[-1] for f in self.fields)):>10}")
         lines.append(f"size:           {self.size_line()}")
+        if self.priorities is not None:
+            lines.append(f"priorities:     {self.priorities}")
         if self.frame_stacks is not None:
             lines.append(f"frame stacks:   {self.frame_stacks}")
         return lines
@@ -214,5 +218,15 @@ def summary(store: ReplayStore) -> StoreSummary:
                      for f in store.schema),
         on_disk=on_disk,
         apparent=apparent,
+        priorities=_priorities_line(store),
         frame_stacks=frames_line(store),
     )
+
+
+def _priorities_line(store: ReplayStore) -> str | None:
+    p = store.saved_priorities()
+    if p is None:
+        return None
+    state = "saved cleanly (checksums)" if p["clean"] else "not saved cleanly (in use, or a crash)"
+    return (f"priority**{p['alpha']:g} of rows with ids below {p['rows']:,} in _priority/, {state}; "
+            "newer rows start at the largest")

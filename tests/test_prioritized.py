@@ -162,6 +162,11 @@ def test_priorities_persist_and_plain_zarr_reads_them(tmp_path):
     np.testing.assert_allclose(s.priority(np.arange(16, 80)), p, rtol=1e-5)
     store.close()
     assert rs.verify(path).ok
+    from replaystore.inspect import summary
+
+    with rs.open(path) as st:
+        line = next(x for x in summary(st).lines() if x.startswith("priorities:"))
+    assert "priority**1 of rows with ids below 80" in line and "saved cleanly" in line
 
 
 def test_rows_appended_after_the_last_save_start_at_the_max(tmp_path):

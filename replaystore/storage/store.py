@@ -38,6 +38,7 @@ from .index import ClassIndex
 from .indexes import IndexSet
 from .mapping import MADV_NORMAL, MADV_RANDOM, ChunkedView, memory_budget
 from .metadata import FORMAT_VERSION, MAX_COUNT, load_meta
+from .priorities import ARRAY as PRIORITY_ARRAY
 from .priorities import Priorities
 from .reader import BatchReader, StoreReader
 from .schema import Field, Schema
@@ -522,6 +523,13 @@ class ReplayStore:
         self._reader.advise(MADV_RANDOM if on else MADV_NORMAL)
 
     # -- class indexes --------------------------------------------------------------------
+    def saved_priorities(self) -> dict | None:
+        """The attributes of the saved priority array (``alpha``, ``rows``, ``clean``), or
+        None if the store has none (see :mod:`~replaystore.storage.priorities`)."""
+        meta = self._backend.get_json(f"{PRIORITY_ARRAY}/zarr.json", what="priority array metadata")
+        attrs = _dig(meta, "attributes", "replaystore", "priorities")
+        return {k: attrs.get(k) for k in ("alpha", "rows", "clean")} if isinstance(attrs, dict) else None
+
     def priorities(self, alpha: float) -> Priorities:
         """The store's priorities for prioritized replay as ``priority ** alpha`` (see
         :mod:`~replaystore.storage.priorities`): saved with the store when it is open for
