@@ -33,7 +33,10 @@ Two sections, each printing markdown tables:
     steps/s of both, their ratio, and the exact greedy-policy gap to optimal
     (``replaystore.agents.policy_value_gap``) at 50k, 100k and 200k steps. The textbook
     loop's steps/s excludes grading; the trainer's ``steps_per_second`` includes its
-    evaluations, so they run with one episode each (the gap is exact regardless).
+    evaluations, so they run with one episode each (the gap is exact regardless). The
+    agent's compiled update kernel (numba) is loaded once per process, before the timed
+    runs (the section prints how long that took; ``--no-warmup`` leaves it in the first
+    env's run), as the textbook loop's imports are.
 
 Usage (peers are benchmark references only; install them in a separate venv)::
 
@@ -391,6 +394,19 @@ def _gap(v: float | None) -> str:
     return "n/a" if v is None else f"{max(0.0, v):.2%}"  # -1e-16 -> 0
 
 
+def _warm_up() -> float:
+    """Seconds of the first ``QLearningAgent.update`` in this process (its compiled kernel
+    is loaded then: numba's import and set-up, ~0.5-1 s, and ~2-3 s more once per
+    installation to compile it)."""
+    from replaystore.agents import QLearningAgent
+
+    one = np.array([0])
+    t0 = time.perf_counter()
+    QLearningAgent(2, 2).update({"obs": one, "action": one, "reward": np.array([1.0], np.float32),
+                                 "next_obs": one, "terminated": np.array([False])})
+    return time.perf_counter() - t0
+
+
 def section_learn(args: argparse.Namespace, workdir: Path) -> None:
     import textbook_loop
 
@@ -399,18 +415,26 @@ def section_learn(args: argparse.Namespace, workdir: Path) -> None:
     if not have:
         print("\nOnlineTrainer not available: the replaystore side of the learn section is skipped.")
     rows = []
+    warm = _warm_up() if have and not args.no_warmup else None
     for label in args.envs:
-        tb = textbook_loop.run(label, args.learn_steps, args.seed, marks, gamma=args.gamma,
-                               alpha=0.1, batch_size=BATCH, capacity=args.capacity)
-        print(f"textbook {tb['env_id']}: {tb['steps_per_s']:,.0f} steps/s, gaps {tb['gaps']}",
-              file=sys.stderr, flush=True)
-        ours = None
-        if have:
-            ours = _replaystore_learn(label, args.learn_steps, args.seed, marks, workdir,
-                                      args.capacity, args.gamma)
-            print(f"replaystore {ours['env_id']}: {ours['steps_per_s']:,.0f} steps/s, gaps "
-                  f"{ours['gaps']}", file=sys.stderr, flush=True)
-        rows.append((tb, ours))
+        tbs, ourss = [], []
+        for rep in range(args.learn_repeats):  # (interleaved: a load change hits both sides)
+            tb = textbook_loop.run(label, args.learn_steps, args.seed, marks, gamma=args.gamma,
+                                   alpha=0.1, batch_size=BATCH, capacity=args.capacity)
+            print(f"rep {rep}: textbook {tb['env_id']}: {tb['steps_per_s']:,.0f} steps/s, gaps "
+                  f"{tb['gaps']}", file=sys.stderr, flush=True)
+            tbs.append(tb)
+            if have:
+                (workdir / f"rep{rep}").mkdir(exist_ok=True)
+                ours = _replaystore_learn(label, args.learn_steps, args.seed, marks, workdir / f"rep{rep}",
+                                          args.capacity, args.gamma)
+                print(f"rep {rep}: replaystore {ours['env_id']}: {ours['steps_per_s']:,.0f} steps/s, "
+                      f"gaps {ours['gaps']}", file=sys.stderr, flush=True)
+                ourss.append(ours)
+        rows.append((tbs, ourss))
+    if warm is not None:
+        print(f"\nfirst Q-learning update in this process (numba import + loading the cached kernel, "
+              f"once per process; taken before the timed runs): {warm:.2f} s")
     print(f"\n### online tabular Q-learning: textbook deque loop vs replaystore "
           f"(seed {args.seed}, {args.learn_steps:,} steps, gamma {args.gamma}, batch {BATCH}, "
           f"capacity {args.capacity:,}, epsilon 1 -> 0.05 over the first half)\n")
@@ -419,15 +443,26 @@ def section_learn(args: argparse.Namespace, workdir: Path) -> None:
     head += "".join(f" | gap@{m // 1000}k replaystore" for m in marks) + " |"
     print(head)
     print("|---" + "|---:" * (3 + 2 * len(marks)) + "|")
-    for tb, ours in rows:
-        line = f"| {tb['env_id']} | {tb['steps_per_s']:,.0f} | "
+    for tbs, ourss in rows:
+        tb, ours = tbs[0], ourss[0] if ourss else None  # (same seed: the same gaps every rep)
+        line = f"| {tb['env_id']} | {_median_range([t['steps_per_s'] for t in tbs])} | "
         if ours is None:
             line += "not available | n/a"
         else:
-            line += f"{ours['steps_per_s']:,.0f} | {ours['steps_per_s'] / tb['steps_per_s']:.2f}"
+            ratios = [o["steps_per_s"] / t["steps_per_s"] for t, o in zip(tbs, ourss, strict=True)]
+            line += (f"{_median_range([o['steps_per_s'] for o in ourss])} | "
+                     f"{_median_range(ratios, '.2f')}")
         line += "".join(f" | {_gap(tb['gaps'].get(str(m)))}" for m in marks)
         line += "".join(f" | {_gap(None if ours is None else ours['gaps'].get(m))}" for m in marks)
         print(line + " |")
+    if args.learn_repeats > 1:
+        print(f"\nsteps/s and ratio: median of {args.learn_repeats} interleaved runs (min-max); the "
+              "ratio is the median of each run's pair")
+
+
+def _median_range(xs: list[float], fmt: str = ",.0f") -> str:
+    med = format(statistics.median(xs), fmt)
+    return med if len(xs) == 1 else f"{med} ({format(min(xs), fmt)}-{format(max(xs), fmt)})"
 
 
 # --------------------------------------------------------------------------------------
@@ -457,14 +492,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--gamma", type=float, default=0.99)
     g.add_argument("--capacity", type=int, default=50_000)
+    g.add_argument("--learn-repeats", type=int, default=1,
+                   help="runs of each side per env, interleaved; medians reported (default 1)")
+    g.add_argument("--no-warmup", action="store_true",
+                   help="do not make the first Q-learning update (numba's one-time load) before "
+                        "the timed runs: the first env's replaystore run then pays it")
     args = p.parse_args(argv)
     for name, allowed in (("sections", ("buffer", "learn")), ("buffers", tuple(BUFFERS)),
                           ("envs", ("taxi", "cliff", "lake"))):
         bad = [x for x in getattr(args, name) if x not in allowed]
         if bad:
             p.error(f"--{name}: unknown {bad}; choose from {list(allowed)}")
-    if args.prefill < BATCH or args.steps < 1 or args.reps < 1:
-        p.error(f"--prefill must be >= {BATCH}, --steps and --reps positive")
+    if args.prefill < BATCH or args.steps < 1 or args.reps < 1 or args.learn_repeats < 1:
+        p.error(f"--prefill must be >= {BATCH}, --steps, --reps and --learn-repeats positive")
     return args
 
 

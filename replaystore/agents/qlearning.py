@@ -163,7 +163,7 @@ class QLearningAgent(Agent, saved_format="replaystore.QLearningAgent", suffixes=
         self.action_start = 0
         self.q = np.full((self.n_states, self.n_actions), self.q_init, dtype=np.float64)
         self.visits = np.zeros((self.n_states, self.n_actions), dtype=np.int64)
-        self._scratch: tuple[np.ndarray, np.ndarray] | None = None  # (see _update_small)
+        self._scratch: tuple[np.ndarray, np.ndarray] | None = None  # (see small_batch.py)
         # a table read from a bare .npy has no recorded offsets: check_spaces adopts them
         self._starts_from_spaces = False
 
@@ -280,7 +280,7 @@ Discrete(16) x Discrete(4), which need shape (16, 4)
         ...               "terminated": np.array([True, True])})
         1.0
         """
-        fast = self._update_small(batch)
+        fast = update_small(self, batch)  # (the compiled step, for batches as samplers give them)
         if fast is not None:
             return fast
         size = self._check_batch(batch)

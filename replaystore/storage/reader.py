@@ -17,6 +17,7 @@ another thread (a prefetching sampler's, the user's) never lands in the middle o
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -398,12 +399,11 @@ class BatchReader:
             if ext != self._plan_extent:
                 self._make_plan(ext)
             tail = reader.tail
-            mirrored = False
-            if tail is not None and tail.count:
-                mirrored = reader.mirror and not tail.pending
-                if not mirrored:
-                    self._read_with_tail(indices, out)
-            if tail is None or not tail.count or mirrored:
+            buffered = tail.count if tail is not None else 0
+            mirrored = bool(buffered) and reader.mirror and not tail.pending
+            if buffered and not mirrored:
+                self._read_with_tail(indices, out)
+            else:
                 total, size, cap = int(st["total"]), int(st["size"]), reader.capacity
                 if mirrored:  # a ring whose buffered rows are in place
                     total += tail.n
@@ -414,12 +414,11 @@ class BatchReader:
                 elif cap is None:
                     phys = indices + start
                 else:
-                    phys = indices + start
-                    phys[phys >= cap] -= cap
+                    phys = (indices + start) % cap  # (one call fewer than a masked subtract)
                 if self._cold:
                     self._advise(phys)
-                for name, shape, dtype, take in self._plan:
-                    out[name] = take(phys, axis=0, out=np.empty((n, *shape), dtype))
+                for name, get in self._plan:
+                    out[name] = get(phys)
             if live is not None and reader.torn(indices, st):
                 reader.refresh()
                 return None
@@ -441,7 +440,6 @@ class BatchReader:
         every field (one view of the state: fields never mix rows of two states)."""
         reader = self.reader
         tail = reader.tail
-        n = len(indices)
         st = reader.state
         total, size, cap = int(st["total"]), int(st["size"]), reader.capacity
         b = tail.count
@@ -456,7 +454,7 @@ class BatchReader:
         if nc == 0:  # every row is buffered
             src = tail.arrays if not tail.pending else None
             pos = indices + skip
-            for name, _, _, _ in self._plan:
+            for name, _ in self._plan:
                 out[name] = src[name].take(pos, axis=0) if src is not None else tail.gather(name, pos)
             return
         phys = indices + start
@@ -472,27 +470,29 @@ class BatchReader:
         if self._cold:
             self._advise(phys if sel_new is None else phys[indices < nc])
         src = tail.arrays if not tail.pending else None
-        for name, shape, dtype, take in self._plan:
-            dst = take(phys, axis=0, out=np.empty((n, *shape), dtype))
+        for name, get in self._plan:
+            dst = get(phys)
             if sel_new is not None:
                 dst[sel_new] = (src[name].take(pos, axis=0) if src is not None
                                 else tail.gather(name, pos))
             out[name] = dst
 
     def _make_plan(self, extent: int) -> None:
-        """Per field, the cheapest gather of committed rows: ``take`` on the mapped array
-        when there is one (rebuilt when commits map more chunks)."""
+        """Per field, the cheapest gather of committed rows into a new array: indexing
+        (1-D fields: numpy's fastest path, ~0.1 µs for 32 rows) or ``take`` on the mapped
+        array when there is one (rebuilt when commits map more chunks)."""
         plan = []
         for fio in self._fio:
             f = fio.field
             self.reader.ready(f.name, extent)
             view = fio.view
-            if view is not None and view.contiguous and view.array is not None:
-                take = view.array.take
+            arr = view.array if view is not None and view.contiguous else None
+            if arr is not None and arr.dtype == f.dtype and arr.shape[1:] == f.shape:
+                get = arr.__getitem__ if arr.ndim == 1 else functools.partial(arr.take, axis=0)
             else:
-                def take(phys, axis=0, out=None, fio=fio):
-                    return fio.gather(phys, out)
-            plan.append((f.name, f.shape, f.dtype, take))
+                def get(phys, fio=fio, f=f):
+                    return fio.gather(phys, np.empty((len(phys), *f.shape), f.dtype))
+            plan.append((f.name, get))
         self._plan = plan
         self._plan_extent = extent
 
