@@ -271,7 +271,9 @@ Discrete(16) x Discrete(4), which need shape (16, 4)
 
         ``batch`` needs the fields ``obs``, ``action``, ``reward``, ``next_obs``,
         ``terminated`` (bool) and may hold ``truncated`` (bool); all of one shape. Out of
-        range indices raise :class:`~replaystore.errors.SchemaError`.
+        range indices raise :class:`~replaystore.errors.SchemaError`. A batch of a
+        prioritized sampler (``index``, ``weight``) scales each row's TD error by its weight
+        and gets ``td_error`` (``|TD error|`` per row) for the priority update.
 
         >>> import numpy as np
         >>> agent = QLearningAgent(1, 1, alpha=0.5, alpha_schedule="constant")
@@ -280,13 +282,19 @@ Discrete(16) x Discrete(4), which need shape (16, 4)
         ...               "terminated": np.array([True, True])})
         1.0
         """
-        fast = update_small(self, batch)  # (the compiled step, for batches as samplers give them)
-        if fast is not None:
-            return fast
+        weight = batch.get("weight")  # (prioritized replay: importance weights, td_error wanted)
+        if weight is None and "index" not in batch:
+            fast = update_small(self, batch)  # (the compiled step, for batches as samplers give them)
+            if fast is not None:
+                return fast
         size = self._check_batch(batch)
         if size == 0:
             return 0.0
         flat, td = self._td(batch)
+        if isinstance(batch, dict):
+            batch["td_error"] = np.abs(td)
+        if weight is not None:
+            td = td * np.asarray(weight, np.float64).reshape(-1)
         n_cells = self.n_states * self.n_actions
         if n_cells <= 4 * size + 1024:
             counts = np.bincount(flat, minlength=n_cells)

@@ -136,8 +136,9 @@ def evaluate(env_id, agent, episodes, seed, epsilon, env_kwargs):
 @click.option("--env-kwargs", help='Environment keyword arguments as JSON, e.g. \'{"is_slippery": true}\'.')
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help='Transitions per update [default: 32; dqn: 64].')
-@click.option("--updates-per-step", type=click.IntRange(min=0), default=1, show_default=True,
-              help='Updates (each one sampled batch) after every env step.')
+@click.option("--updates-per-step", type=click.FloatRange(min=0), default=1, show_default=True,
+              help='Updates (each one sampled batch) per env step; a fraction spreads them (0.5: one '
+                   'every other step).')
 @click.option("--learning-starts", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Rows stored before updates begin.")
 @click.option("--epsilon-start", type=click.FloatRange(0, 1), default=1.0, show_default=True,
@@ -156,6 +157,13 @@ def evaluate(env_id, agent, episodes, seed, epsilon, env_kwargs):
 @click.option("--log", "log_csv", type=click.Path(dir_okay=False),
               help="Write the learning curves (episodes, evaluations, TD) to this CSV.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --buffer (same settings).")
+@click.option("--prioritized", is_flag=True,
+              help="Prioritized replay: rows drawn by |TD error|^alpha, importance-weighted, priorities "
+                   "saved with the buffer.")
+@click.option("--priority-alpha", type=click.FloatRange(0), default=0.6, show_default=True,
+              help="With --prioritized: the exponent of the priorities.")
+@click.option("--priority-beta", type=click.FloatRange(0), default=0.4, show_default=True,
+              help="With --prioritized: the exponent of the importance weights.")
 @click.option("--agent", "agent_kind", type=click.Choice(["q", "dqn"]), default="q", show_default=True,
               help="q: tabular Q-learning; dqn: deep Q-learning (the torch extra), saved as one .pt file.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="dqn: Adam's learning rate (default 2.3e-3).")
@@ -165,7 +173,8 @@ def evaluate(env_id, agent, episodes, seed, epsilon, env_kwargs):
               help='Show a progress bar on the terminal (redrawn at most 4 times a second).')
 def learn(env_id, buffer, capacity, steps, out, overwrite, seed, gamma, alpha, alpha_schedule, env_kwargs, batch_size,
           updates_per_step, learning_starts, epsilon_start, epsilon_end, epsilon_fraction, commit_every,
-          eval_every, eval_episodes, balanced_by, log_csv, resume, agent_kind, lr, target_update, progress):
+          eval_every, eval_episodes, balanced_by, log_csv, resume, prioritized, priority_alpha, priority_beta,
+          agent_kind, lr, target_update, progress):
     """Learn online in ENV_ID with a replay buffer on disk: tabular Q-learning, or DQN.
 
     Example: replaystore learn Taxi-v4 --buffer taxi.zarr --capacity 50000 --steps 200000 --out taxi.npz --seed 0
@@ -187,7 +196,8 @@ def learn(env_id, buffer, capacity, steps, out, overwrite, seed, gamma, alpha, a
                        epsilon_fraction=epsilon_fraction, commit_every=commit_every,
                        eval_every=eval_every, eval_episodes=eval_episodes, balanced_by=balanced_by,
                        log=log_csv, resume=resume, progress=progress_arg(progress), overwrite=overwrite,
-                       agent=agent_kind, lr=lr, target_update=target_update)
+                       agent=agent_kind, lr=lr, target_update=target_update, prioritized=prioritized,
+                       priority_alpha=priority_alpha, priority_beta=priority_beta)
     click.echo("\n".join(report.lines()))
 
 

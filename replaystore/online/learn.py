@@ -26,7 +26,7 @@ from ..errors import RunMismatchError
 from ..progress import Progress
 from ..storage import create
 from ..storage import open as open_store
-from .loop import BalancedFactory, OnlineResult, OnlineTrainer, run_dir_of
+from .loop import BalancedFactory, OnlineResult, OnlineTrainer, PrioritizedFactory, run_dir_of
 from .schedules import LinearSchedule
 
 __all__ = ["learn", "LearnReport", "DEFAULTS"]
@@ -105,6 +105,9 @@ def learn(
     lr: float | None = None,
     hidden: tuple[int, ...] | None = None,
     target_update: int | None = None,
+    prioritized: bool = False,
+    priority_alpha: float = 0.6,
+    priority_beta: float = 0.4,
 ) -> LearnReport:
     """Learn tabular Q-learning online in ``env_id`` through the ring buffer ``buffer``.
 
@@ -116,10 +119,16 @@ def learn(
     run starts: an existing ``out`` is refused unless ``overwrite=True`` or the run resumes
     (``resume=True`` with a saved run in ``buffer``), which may replace its own output.
 
+    ``prioritized=True`` replays with a :class:`~replaystore.sampling.PrioritizedSampler`
+    (``priority_alpha``, ``priority_beta``; priorities saved with the buffer).
+
     ``agent="dqn"`` learns a :class:`~replaystore.agents.DQNAgent` instead (``lr``,
     ``hidden``, ``target_update`` are its settings; ``alpha`` is unused); it is saved as one
     ``.pt`` file (``out`` without a suffix gets ``.pt``).
     """
+    if prioritized and balanced_by:
+        raise RunMismatchError("balanced_by and prioritized are two samplers; choose one",
+                               cli="--balanced-by and --prioritized are two samplers; choose one")
     kind = agent
     settings = DEFAULTS["q" if kind == "q" else "dqn"]
     batch_size = settings["batch_size"] if batch_size is None else batch_size
@@ -158,7 +167,8 @@ def learn(
                 env, agent, store, batch_size=batch_size, updates_per_step=updates_per_step,
                 learning_starts=learning_starts, seed=seed, commit_every=commit_every,
                 epsilon=LinearSchedule(epsilon_start, epsilon_end, fraction=epsilon_fraction),
-                sampler=BalancedFactory(balanced_by) if balanced_by else None)
+                sampler=(BalancedFactory(balanced_by) if balanced_by else
+                         PrioritizedFactory(priority_alpha, priority_beta) if prioritized else None))
             result = trainer.train(steps, eval_every=eval_every, eval_episodes=eval_episodes, log=log,
                                    progress=progress, resume=resume)
             gap = trainer.gap()

@@ -48,18 +48,22 @@ from ..agents import (
 )
 from ..errors import AgentConfigError, EnvError, RunMismatchError, SamplerError, StoreModeError
 from ..progress import Progress, as_progress
-from ..sampling import BalancedSampler, Sampler, UniformSampler
+from ..sampling import BalancedSampler, PrioritizedSampler, Sampler, UniformSampler
 from ..storage import ReplayStore
 from ..training import check_fits, evaluate
 from .curves import CurveLog, Curves
 from .runstate import RunDir
 from .schedules import LinearSchedule, as_schedule
 
-__all__ = ["OnlineTrainer", "OnlineResult", "SamplerFactory", "BalancedFactory", "run_dir_of"]
+__all__ = ["OnlineTrainer", "OnlineResult", "SamplerFactory", "BalancedFactory", "PrioritizedFactory",
+           "run_dir_of", "PRIORITY_EPS"]
 
 #: builds the sampler once the store holds ``learning_starts`` rows (a class-balanced
 #: sampler cannot be built on an empty store): ``factory(store, batch_size, seed, fields)``
 SamplerFactory = Callable[[ReplayStore, int, int, Any], Sampler]
+
+#: added to ``|TD error|`` for a row's new priority, so no row's priority becomes 0
+PRIORITY_EPS = 1e-6
 
 #: the exploration schedule of the textbook loop: 1 -> 0.05 over the first half of the run
 DEFAULT_EPSILON = LinearSchedule(1.0, 0.05, fraction=0.5)
@@ -179,7 +183,10 @@ class OnlineTrainer:
                                  "for appending (rs.create, or rs.open(path, 'a'))")
         if commit_every is None and isinstance(store, ReplayStore) and store.mode == "a":
             commit_every = default_commit_every(store)
-        for name, v, lo in (("batch_size", batch_size, 1), ("updates_per_step", updates_per_step, 0),
+        if (isinstance(updates_per_step, bool) or not isinstance(updates_per_step, int | float | np.integer | np.floating)
+                or not 0 <= updates_per_step < math.inf):
+            raise SamplerError(f"updates_per_step must be a number >= 0, got {updates_per_step!r}")
+        for name, v, lo in (("batch_size", batch_size, 1),
                             ("learning_starts", learning_starts, 1), ("commit_every", commit_every, 1)):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
                 raise SamplerError(f"{name} must be an int >= {lo}, got {v!r}")
@@ -197,7 +204,8 @@ class OnlineTrainer:
                    env.action_space, agent, EnvError)
         self.env, self.agent, self.store = env, agent, store
         self.batch_size = int(batch_size)
-        self.updates_per_step = int(updates_per_step)
+        ups = float(updates_per_step)
+        self.updates_per_step: int | float = int(ups) if ups.is_integer() else ups
         self.learning_starts = int(learning_starts)
         self.epsilon = as_schedule(epsilon)
         self.seed = int(seed)
@@ -270,6 +278,8 @@ class OnlineTrainer:
         store.flush()
         if store.generation == generation:  # nothing was left to commit: commit the record
             store.update_info(record, commit=True)
+        if self.sampler is not None and hasattr(self.sampler, "flush"):
+            self.sampler.flush()  # (a prioritized sampler's priorities, with these rows)
         self.run_dir.keep_only(k)
         if log is not None:
             log.sync()
@@ -440,6 +450,12 @@ class OnlineTrainer:
                 sample_action = env.action_space.sample
                 random_actions = [None] * n
             sample = self.sampler.sample if learning else None
+            per = learning and hasattr(self.sampler, "update_priorities")
+            one = self._prioritized_update() if per else None
+            # updates at the k-th learning step: floor((k+1) u) - floor(k u) (u per step on average)
+            counts = None if not learning or isinstance(ups, int) else np.diff(np.floor(
+                (np.arange(t, stop + 1) - (self.learning_starts - 1)) * ups)).astype(np.int64).tolist()
+            n_updates = (n * ups if isinstance(ups, int) else sum(counts)) if learning else 0
             td_sum = 0.0
             for i in range(n):
                 if explore[i]:
@@ -451,11 +467,11 @@ class OnlineTrainer:
                 ep_ret += r
                 ep_len += 1
                 if learning:
-                    if ups == 1:
+                    if ups == 1 and not per:
                         td_sum += update(sample())
                     else:
-                        for _ in range(ups):
-                            td_sum += update(sample())
+                        for _ in range(ups if counts is None else counts[i]):
+                            td_sum += one() if per else update(sample())
                 if term or trunc:
                     episodes.append((t + i + 1, float(ep_ret), ep_len))
                     ep_ret, ep_len = 0.0, 0
@@ -465,8 +481,8 @@ class OnlineTrainer:
             t = self.step = stop
             if learning:
                 self._td_sum += float(td_sum)
-                self._td_n += n * ups
-                result.updates += n * ups
+                self._td_n += n_updates
+                result.updates += n_updates
             end = t == steps
             if eval_every and (t % eval_every == 0 or end):
                 self._close_window()
@@ -480,6 +496,22 @@ class OnlineTrainer:
                 curve_log.write_new()
             bar.update(n)
         return obs
+
+    def _prioritized_update(self) -> Callable[[], float]:
+        """One update from a prioritized sampler, then its rows' priorities set to the
+        agent's ``|TD error|`` (``batch["td_error"]``) plus :data:`PRIORITY_EPS`."""
+        sampler, update = self.sampler, self.agent.update
+
+        def one() -> float:
+            batch = sampler.sample()
+            value = update(batch)
+            td = batch.get("td_error")
+            if td is None:
+                raise AgentConfigError(f"{type(self.agent).__name__}.update leaves no batch['td_error']: "
+                                       "prioritized replay needs each row's TD error")
+            sampler.update_priorities(batch["index"], np.abs(td) + PRIORITY_EPS)
+            return value
+        return one
 
     def _close_window(self) -> None:
         """The mean update value of the steps since the last window, into the curves."""
@@ -504,6 +536,26 @@ def _uniform(store: ReplayStore, batch_size: int, seed: int, fields: Any) -> Sam
 
 
 _uniform.describe = lambda: {"type": "UniformSampler", "replacement": True}  # type: ignore[attr-defined]
+
+
+class PrioritizedFactory:
+    """A :data:`SamplerFactory` of :class:`~replaystore.sampling.PrioritizedSampler`
+    (``alpha``, ``beta``): the trainer then sets each sampled row's priority to the
+    agent's ``|TD error|`` after every update, and saves the priorities at every commit.
+
+    >>> PrioritizedFactory(0.6, 0.4).describe()
+    {'type': 'PrioritizedSampler', 'alpha': 0.6, 'beta': 0.4}
+    """
+
+    def __init__(self, alpha: float = 0.6, beta: float = 0.4) -> None:
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "PrioritizedSampler", "alpha": self.alpha, "beta": self.beta}
+
+    def __call__(self, store: ReplayStore, batch_size: int, seed: int, fields: Any) -> Sampler:
+        return PrioritizedSampler(store, batch_size, alpha=self.alpha, beta=self.beta, seed=seed,
+                                  fields=fields, readahead=False)
 
 
 class BalancedFactory:
