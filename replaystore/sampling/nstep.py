@@ -20,6 +20,15 @@ first need, and extended as rows arrive). The batch then holds
 so the target is ``reward + discount * max_a Q(next_obs, a)`` unless ``terminated``. Every
 other field (``obs``, ``action``, ``episode``, ``step``, user fields) is row ``t``'s.
 
+The sum is ``acc = 0.0``, then ``acc += gamma**k * float64(r[t+k])`` for ``k = 0 .. m-1``
+in that order (``gamma**k`` from ``gamma ** np.arange(n + 1)``; every product and sum
+rounded to float64, no fused multiply-add), then rounded once to the reward dtype. Where
+the window fields are memory-mapped (uncompressed, local or unpacked) and the page cache
+holds them, a compiled walk (:mod:`._nstep_kernels`) reads the windows in one call, from
+the maps and the write buffer (no per-row cache: nothing to keep current as rows come and
+go); otherwise (compressed fields, object stores, reads that wait for the disk) one numpy
+gather of the ``(n, B)`` window rows does, with the same arithmetic: both give the same bits.
+
 >>> import tempfile, numpy as np, gymnasium as gym, replaystore as rs
 >>> store = rs.create(tempfile.mkdtemp() + "/s", gym.spaces.Discrete(9), gym.spaces.Discrete(2))
 >>> done = np.array([0, 0, 0, 1, 0], bool)  # an episode of 4 rows, then one still running
@@ -32,6 +41,7 @@ other field (``obs``, ``action``, ``episode``, ``step``, user fields) is row ``t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +56,13 @@ __all__ = ["NStepReader", "EpisodeLinks", "check_n_step", "ADDED_FIELDS"]
 WINDOW_FIELDS = ("reward", "terminated", "truncated", "episode", "step")
 #: fields an n-step batch adds
 ADDED_FIELDS = ("discount", "n_steps")
+#: seconds per row above which the compiled walk is taken to be waiting for the disk: the
+#: reader then gathers windows through :class:`BatchReader` (which asks the kernel for
+#: the pages of a batch at once) for :data:`_COLD_BATCHES` batches before trying again
+_COLD_SECONDS_PER_ROW = 2e-6
+_COLD_BATCHES = 256
+_WALK_SECONDS = 5e-6  # (a walk's own cost, whatever the batch size: not the disk's)
+_GATHER = object()  # (the walk cannot read a batch: the gather does)
 
 
 def check_n_step(n_step: Any, gamma: Any) -> tuple[int, float | None]:
@@ -138,13 +155,16 @@ class EpisodeLinks:
 class NStepReader:
     """A sampler's batch reader giving n-step rows (see the module docstring).
 
-    One gather reads the window fields (``reward``, ``terminated``, ``truncated``,
-    ``episode``, ``step``) at the ``n`` rows from each drawn row; the other fields are read
-    once, at row ``t`` (``next_obs`` at the window's last row), so a batch touches about
-    as many cache lines and pages as a plain one. Rows whose episode continues elsewhere
-    (vector envs) are followed by :class:`EpisodeLinks`. ``read`` returns ``None`` when a
-    ring writer in another process overwrote rows meanwhile (draw again), like
-    :meth:`BatchReader.read`."""
+    The window fields (``reward``, ``terminated``, ``truncated``, ``episode``, ``step``) are
+    walked by the compiled kernel straight from their memory maps (and the write buffer's
+    rows), or else read by one gather at the ``n`` rows from each drawn row; the other
+    fields are read once, at row ``t`` (``next_obs`` at the window's last row), so a batch
+    touches about as many cache lines and pages as a plain one. Rows whose episode
+    continues elsewhere (vector envs) are followed by :class:`EpisodeLinks`. ``read``
+    returns ``None`` when a ring writer in another process overwrote rows meanwhile (draw
+    again), like :meth:`BatchReader.read`. ``readahead=True`` always takes the gather (it
+    asks the kernel for a batch's pages at once); ``"auto"`` takes it while the walk is
+    slow enough to be waiting for the disk."""
 
     def __init__(self, store: ReplayStore, fields: Sequence[str], n: int, gamma: float, *,
                  readahead: bool | str = "auto") -> None:
@@ -171,6 +191,21 @@ class NStepReader:
         self.discounts = self.powers.astype(self.rdtype)
         self.links: EpisodeLinks | None = None
         self.back = np.empty(0, np.int64)
+        self._always = tuple(f for f in ("reward", "terminated", "truncated") if f not in self.fields)
+        self.readahead = readahead
+        # the walk gives episode/step as int64 and the flags as bool (the standard dtypes)
+        self._walkable = readahead is not True and all(
+            schema[f].dtype == np.dtype(t) for f, t in
+            (("terminated", bool), ("truncated", bool), ("episode", np.int64), ("step", np.int64)))
+        self._walk: Any = None  # (the compiled walk, NEEDS_LINKS): imported on first use (numba)
+        self._cols_key: int | None = None  # committed rows the mapped arrays were taken at
+        self._cols: tuple[np.ndarray, ...] | None = None
+        self._nobuf = tuple(np.empty(0, schema[f].dtype) for f in WINDOW_FIELDS)
+        self._nolinks = np.empty(0, np.int64)
+        #: batches read by the compiled walk, and by the numpy gather (which way a store reads)
+        self.walked = self.gathered = 0
+        self._recent: list[float] = []  # seconds per row of the last walks
+        self._cold_left = 0  # batches still to gather (the walk was waiting for the disk)
 
     def read(self, indices: np.ndarray) -> dict[str, np.ndarray] | None:
         store = self.store
@@ -183,7 +218,102 @@ class NStepReader:
                 return None
 
     def _read(self, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        if self._cold_left:
+            self._cold_left -= 1
+        elif self._walkable and len(idx):
+            out = self._read_walk(idx)
+            if out is not _GATHER:
+                return out
+        return self._read_gather(idx)
+
+    def _remap(self, committed: int) -> None:
+        """Take the window fields' memory-mapped arrays (by physical row) as of ``committed``
+        rows ever committed (commits map new chunks): ``None`` if one is not mapped
+        (compressed, object store), then the gather reads."""
+        store = self.store
+        if self._walk is None:
+            from ._nstep_kernels import NEEDS_LINKS, walk  # noqa: PLC0415 - loads numba: on first use only
+            self._walk = walk, NEEDS_LINKS
+        views = [store.mapped_view(f) for f in WINDOW_FIELDS]
+        if all(v is not None and v.array is not None for v in views):
+            self._cols = tuple(v.array for v in views)
+        elif committed == 0:  # (nothing committed yet: the rows are all in the write buffer)
+            self._cols = tuple(a.copy() for a in self._nobuf)
+            for a in self._cols:
+                a.flags.writeable = False
+        else:
+            self._cols = None
+        self._cols_key = committed
+
+    def _read_walk(self, idx: np.ndarray) -> Any:
+        """The batch by the compiled walk, ``None`` if torn, :data:`_GATHER` if the walk
+        cannot read these rows (the gather does)."""
+        store = self.store
+        committed = store.total
+        if committed != self._cols_key:
+            self._remap(committed)
+        cols = self._cols
+        if cols is None:
+            return _GATHER
+        walk, needs_links = self._walk
+        lo, hi = store.id_range
+        if hi > committed:
+            got = store.buffered_rows(WINDOW_FIELDS)
+            bufs = tuple(got[f] for f in WINDOW_FIELDS)
+        else:
+            bufs = self._nobuf
+        B = len(idx)
+        reward = np.empty(B, self.rdtype)
+        ints = np.empty((4, B), np.int64)  # m, last row, episode, step
+        flags = np.empty((2, B), np.bool_)  # terminated, truncated
+        links = self.links
+        if links is not None:
+            links.update()
+            nxt, lbase, lhi = links.nxt, links.base, links.hi
+        else:
+            nxt, lbase, lhi = self._nolinks, 0, 0
+        t0 = time.perf_counter()
+        status = walk(idx, lo, hi, committed, store.capacity or 0, *cols, *bufs, nxt, lbase, lhi,
+                      self.powers, self.n, reward, ints, flags)
+        spent = time.perf_counter() - t0
+        if status:
+            if status == needs_links and links is None:  # windows go on elsewhere: link the episodes
+                self.links = EpisodeLinks(store)
+                return self._read_walk(idx)
+            return _GATHER
+        if self.readahead == "auto":
+            recent = self._recent
+            recent.append((spent - _WALK_SECONDS) / B)
+            if len(recent) == 8:  # (decided once per 8 batches, on their median)
+                if sorted(recent)[4] > _COLD_SECONDS_PER_ROW:
+                    self._cold_left = _COLD_BATCHES
+                recent.clear()
+        m = ints[0]
+        wide = self.at_row.read(idx) if self.at_row is not None else {}
+        after = self.at_last.read(ints[1]) if self.at_last is not None else {}
+        if wide is None or after is None:
+            return None
+        if store.torn(idx):  # (the walk's rows are at or after these: one check covers them)
+            store.refresh()
+            return None
+        self.walked += 1
+        return self._assemble(reward, flags[0], flags[1], ints[2], ints[3], wide, after, m)
+
+    def _assemble(self, reward: np.ndarray, term: np.ndarray, trunc: np.ndarray, ep: np.ndarray,
+                  st: np.ndarray, wide: dict, after: dict, m: np.ndarray) -> dict[str, np.ndarray]:
+        made = {"reward": reward, "terminated": term, "truncated": trunc, "episode": ep, "step": st,
+                **wide, **after}
+        out = {f: made[f] for f in self.fields}
+        for f in self._always:
+            out[f] = made[f]
+        out["discount"] = self.discounts[m]
+        out["n_steps"] = m
+        return out
+
+    def _read_gather(self, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The batch by one numpy gather of the ``(n, B)`` window rows."""
         store, n = self.store, self.n
+        self.gathered += 1
         B = len(idx)
         size = len(store)
         pos = self.koff + idx  # (n, B): logical rows of the windows, if adjacent
@@ -216,21 +346,15 @@ class NStepReader:
             self.back = np.arange(B, dtype=np.int64) - B
         last = m * B
         last += self.back  # flat (k-major) place of each window's last row: (m - 1) * B + b
-        acc = self.powers[:n] @ np.where(inc, rew, 0) if n > 1 else rew[0].astype(np.float64)
+        acc = np.zeros(B)
+        for j in range(n):  # (the walk's order: acc += gamma**j * r, each rounded to float64)
+            acc += self.powers[j] * np.where(inc[j], rew[j], 0)
         wide = self.at_row.read(idx) if self.at_row is not None else {}
         after = self.at_last.read(pos.reshape(-1)[last]) if self.at_last is not None else {}
         if wide is None or after is None:
             return None
-        made = {"reward": acc.astype(self.rdtype), "terminated": flat["terminated"][last],
-                "truncated": flat["truncated"][last], "episode": flat["episode"][:B], "step": flat["step"][:B],
-                **wide, **after}
-        out = {f: made[f] for f in self.fields}
-        for f in ("reward", "terminated", "truncated"):
-            if f not in out:
-                out[f] = made[f]
-        out["discount"] = self.discounts[m]
-        out["n_steps"] = m
-        return out
+        return self._assemble(acc.astype(self.rdtype), flat["terminated"][last], flat["truncated"][last],
+                              flat["episode"][:B], flat["step"][:B], wide, after, m)
 
     def _follow(self, r: np.ndarray, kc: np.ndarray, pos: np.ndarray, flat: dict[str, np.ndarray],
                 w: dict[str, np.ndarray], inc: np.ndarray, ep0: np.ndarray, st0: np.ndarray) -> bool:
