@@ -13,7 +13,8 @@ target every ``target_update`` (128) updates.
     python tools/bench_dqn.py [--seeds 0,1,2] [--steps 50000] [--peer-python /tmp/benchvenv/bin/python]
     python tools/bench_dqn.py --sections offline,speed      # only the offline parts
 
-SB3 is a benchmark reference only (``pip install stable-baselines3`` in the peer python).
+SB3 and d3rlpy (offline DQN / DiscreteCQL with their default settings, same data and gradient
+steps) are benchmark references only (``pip install stable-baselines3 d3rlpy`` in the peer python).
 """
 
 from __future__ import annotations
@@ -52,6 +53,34 @@ for k in range(20):
         o, r, te, tr, _ = ev.step(int(a)); R += r; done = te or tr
     rets.append(R)
 print(json.dumps({"seconds": seconds, "mean_return": float(np.mean(rets))}))
+'''
+
+D3RLPY = r'''
+import json, sys, time
+import numpy as np, torch, gymnasium as gym
+import d3rlpy
+torch.set_num_threads(1)
+path, updates = sys.argv[1], int(sys.argv[2])
+d = dict(np.load(path))  # (the store's rows, exported by the driver: the peer's gymnasium may differ)
+done = d["terminated"] | d["truncated"]
+last = int(np.flatnonzero(done)[-1]) + 1  # (whole episodes only)
+ds = d3rlpy.dataset.MDPDataset(d["obs"][:last], d["action"][:last], d["reward"][:last],
+                               d["terminated"][:last].astype(np.float32), timeouts=d["truncated"][:last].astype(np.float32))
+out = []
+for name, cfg in (("d3rlpy DQN", d3rlpy.algos.DQNConfig()), ("d3rlpy DiscreteCQL", d3rlpy.algos.DiscreteCQLConfig())):
+    algo = cfg.create(device="cpu:0")
+    t = time.perf_counter()
+    algo.fit(ds, n_steps=updates, n_steps_per_epoch=updates, show_progress=False, save_interval=10**9)
+    seconds = time.perf_counter() - t
+    ev = gym.make("CartPole-v1"); rets = []
+    for k in range(20):
+        o, _ = ev.reset(seed=10_000 + k); dn = False; R = 0.0
+        while not dn:
+            a = int(algo.predict(np.asarray(o, np.float32)[None])[0])
+            o, r, te, tr, _ = ev.step(a); R += r; dn = te or tr
+        rets.append(R)
+    out.append({"agent": name, "updates": updates, "seconds": seconds, "mean_return": float(np.mean(rets))})
+print(json.dumps(out))
 '''
 
 
@@ -172,8 +201,21 @@ def main() -> None:
     if "offline" in sections and Path(buffer).exists():
         print(f"\n| offline agent (from {Path(buffer).name}) | gradient steps | seconds | mean return |")
         print("|---|---|---|---|")
-        for r in offline(buffer, args.offline_updates):
-            print(f"| {r['agent']} | {r['updates']:,} | {r['seconds']:.1f} | {r['mean_return']:.1f} |", flush=True)
+        rows = offline(buffer, args.offline_updates)
+        if os.path.exists(args.peer_python):
+            import replaystore as rs
+
+            with rs.open(buffer) as st:
+                np.savez(work / "rows.npz", **st.read_range(0, len(st), fields=[
+                    "obs", "action", "reward", "terminated", "truncated"]))
+            r = subprocess.run([args.peer_python, "-c", D3RLPY, str(work / "rows.npz"), str(args.offline_updates)],
+                               capture_output=True, text=True, cwd=work)  # (d3rlpy writes d3rlpy_logs/ there)
+            rows += json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else \
+                [{"agent": "d3rlpy", "updates": 0, "seconds": 0.0,
+                  "mean_return": float("nan"), "error": r.stderr.strip().splitlines()[-1][:80]}]
+        for r in rows:
+            print(f"| {r['agent']} | {r['updates']:,} | {r['seconds']:.1f} | {r['mean_return']:.1f} |"
+                  + (f" {r['error']}" if "error" in r else ""), flush=True)
     if "speed" in sections and Path(buffer).exists():
         r = speed(buffer, 2000)
         print("\n| batches from | gradient steps/s (batch 256) |\n|---|---|")
