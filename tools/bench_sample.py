@@ -15,6 +15,9 @@ Usage::
     python tools/bench_sample.py --cold             # also page-cache-dropped cases (root)
     python tools/bench_sample.py --sections sequence --sizes 1000000,10000000  # sequences only
     python tools/bench_sample.py --sections nstep --sizes 1000000   # n-step (n=3) vs uniform
+    python tools/bench_sample.py --sections weighted --sizes 1000000,50000000  # weighted vs uniform
+    python tools/bench_sample.py --sections per --sizes 4000000     # PER vs uniform, TorchRL, cpprb
+    python tools/bench_sample.py --sections framestack   # frame_stack=4 (images) vs pre-stacked memmap
 
 Results print as markdown tables and are saved as JSON (``--json``).
 """
@@ -166,7 +169,7 @@ def worker(spec: dict) -> dict:
     warm_store = spec.get("warm", True) and spec["reader"] == "store"
     if warm_store:
         drop_pages(path)  # then warmed through the store's own mappings, below
-    elif spec.get("warm", True):
+    elif spec.get("warm", True) and spec["reader"] != "stacked":  # (stacked: warms its own files)
         warm_up(path.with_suffix(".npy") if spec["reader"] == "memmap" else path)
     batch, nb, reps = spec["batch"], spec["batches"], spec["reps"]
     per_batch = batch * spec.get("length", 1)  # rows in a batch (a sequence batch: windows x length)
@@ -182,6 +185,8 @@ def worker(spec: dict) -> dict:
     kw = dict(batch_size=batch, seed=spec.get("seed", 0))
     if spec.get("n_step"):
         kw.update(n_step=spec["n_step"], gamma=0.99)
+    if spec.get("frame_stack") and reader == "store":
+        kw.update(frame_stack=spec["frame_stack"])
     if sampler_kind == "uniform":
         sampler = rs.UniformSampler(store, **kw)
     elif sampler_kind == "epoch":
@@ -189,7 +194,9 @@ def worker(spec: dict) -> dict:
     elif sampler_kind == "balanced":
         sampler = rs.BalancedSampler(store, by="action", **kw)
     elif sampler_kind == "weighted":
-        sampler = rs.WeightedSampler(store, weights="priority", **kw)
+        t_index = time.perf_counter()
+        sampler = rs.WeightedSampler(store, weights="priority", **kw)  # (builds its block tree)
+        t_index = time.perf_counter() - t_index
     elif sampler_kind == "sequence":
         t_index = time.perf_counter()
         sampler = rs.SequenceSampler(store, length=spec["length"], **kw)
@@ -213,6 +220,21 @@ def worker(spec: dict) -> dict:
             for m in mm.values():
                 m._mmap.madvise(_mmap.MADV_RANDOM)
         arrs = {f: np.asarray(m) for f, m in mm.items()}
+
+        def one(i):
+            return {f: np.take(a, idx[i], axis=0) for f, a in arrs.items()}
+    elif reader == "stacked":  # pre-stacked frames (what FrameStackObservation at collection stores)
+        npy = path.with_suffix(".npy")
+        k = spec["frame_stack"]
+        files = {f: npy / (f"{f}{k}.npy" if f in ("obs", "next_obs") else f"{f}.npy") for f in fields}
+        for file in files.values() if spec.get("warm", True) else ():
+            with open(file, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+        arrs = {f: np.asarray(np.load(file, mmap_mode="r")) for f, file in files.items()}
+        for a in arrs.values() if spec.get("warm", True) else ():  # (and mapped, as the store's are)
+            flat = a.reshape(-1).view(np.uint8)
+            int(flat[::4096].sum())
 
         def one(i):
             return {f: np.take(a, idx[i], axis=0) for f, a in arrs.items()}
@@ -307,11 +329,14 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--rounds", type=int, default=3,
                     help="main table: store and memmap alternate this many times (medians shown)")
+    ap.add_argument("--peer-python", default="/tmp/benchvenv/bin/python",
+                    help="a python with torchrl and cpprb for the PER peers (skipped if missing)")
     ap.add_argument("--sections", default="main,scaling,compressed,cold,sequence,nstep",
-                    help="comma-separated subset of main,scaling,compressed,cold,sequence,nstep")
+                    help="comma-separated subset of main,scaling,compressed,cold,sequence,nstep,framestack")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        spec = json.loads(args.worker)
+        print(json.dumps(per_worker(spec) if spec.get("task") == "per" else worker(spec)))
         return
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -391,6 +416,15 @@ def main() -> None:
     # 3b. n-step returns: UniformSampler(n_step=3) against UniformSampler
     if "nstep" in sections:
         _nstep(work, args, sizes, out, results)
+    # 3e. weighted: WeightedSampler against UniformSampler as the store grows
+    if "weighted" in sections:
+        _weighted(work, args, sizes, out, results)
+    # 3c. frame stacks: UniformSampler(frame_stack=4) against pre-stacked frames and uniform
+    if "framestack" in sections:
+        _framestack(work, args, out, results)
+    # 3d. prioritized replay: sample + priority update, against uniform and TorchRL / cpprb
+    if "per" in sections:
+        _per(work, args, sizes, out, results)
     # 4. compressed store: what compression costs at sampling time
     if "compressed" in sections:
         _compressed(work, args, out, results)
@@ -453,7 +487,7 @@ def _sequence(work, args, sizes, out, results):
 
 def _nstep(work, args, sizes, out, results):
     """Rows/s of UniformSampler(n_step=3, gamma=0.99) against UniformSampler, batch 256
-    (and 1024: the per-batch numpy cost of the window spread over more rows), same store
+    (and 1024: the per-batch cost of the window spread over more rows), same store
     (synthetic episodes ~166 rows long, one env: windows are adjacent rows); the two take
     turns ``--rounds`` times (medians shown)."""
     rows_out = []
@@ -477,6 +511,102 @@ def _nstep(work, args, sizes, out, results):
                      "(vector, warm cache)", rows_out,
                      ["rows", "batch", "uniform rows/s", "n-step (n=3) rows/s", "n-step / uniform", "ratio range",
                       "n-step RssAnon MB"]))
+    print(out[-1], flush=True)
+    return rows_out
+
+
+def prestack(path: Path, k: int) -> None:
+    """Write ``obs{k}.npy``/``next_obs{k}.npy`` next to the store's .npy copies: every row's
+    last ``k`` frames of its episode (the first frame repeated), computed here from
+    ``step`` alone (one env, no ring: an episode's rows are consecutive)."""
+    npy = path.with_suffix(".npy")
+    done = npy / f"stacked{k}.done"
+    if done.exists():
+        return
+    obs = np.load(npy / "obs.npy", mmap_mode="r")
+    nxt = np.load(npy / "next_obs.npy", mmap_mode="r")
+    step = np.load(npy / "step.npy")
+    n = len(obs)
+    o4 = np.lib.format.open_memmap(npy / f"obs{k}.npy", mode="w+", dtype=obs.dtype, shape=(n, k, *obs.shape[1:]))
+    n4 = np.lib.format.open_memmap(npy / f"next_obs{k}.npy", mode="w+", dtype=obs.dtype,
+                                   shape=(n, k, *obs.shape[1:]))
+    for a in range(0, n, 4096):
+        t = np.arange(a, min(n, a + 4096))
+        for j in range(k):
+            back = k - 1 - j
+            o4[t, j] = obs[t - np.minimum(back, step[t])]
+            if j < k - 1:
+                n4[t, j] = obs[t - np.minimum(back - 1, step[t])]
+        n4[t, k - 1] = nxt[t]
+    o4.flush()
+    n4.flush()
+    del o4, n4
+    done.write_text("ok")
+
+
+def _framestack(work, args, out, results):
+    """Rows/s of UniformSampler(frame_stack=4) on the image store against a numpy memmap of
+    pre-stacked frames (obs and next_obs ``(rows, 4, 84, 84)``: what collecting through
+    ``FrameStackObservation(4)`` stores, 4x the bytes) on the same indices, and against
+    plain uniform sampling; all fields, batch 32; the cases take turns ``--rounds`` times."""
+    rows_out = []
+    for rows in [args.image_rows]:
+        path = build(work, "img", rows)
+        prestack(path, 4)
+        base = dict(path=str(path), batch=32, batches=400, reps=7, sampler="uniform")
+        r_u, r_f, r_m = [], [], []
+        for _ in range(args.rounds):
+            r_u.append(run({**base, "reader": "store"}))
+            r_f.append(run({**base, "reader": "store", "frame_stack": 4}))
+            r_m.append(run({**base, "reader": "stacked", "frame_stack": 4}))
+        u, f, m = (float(np.median([r["rows_per_s"] for r in rs_])) for rs_ in (r_u, r_f, r_m))
+        npy = path.with_suffix(".npy")
+        rows_out.append({
+            "rows": f"{rows:,}", "uniform rows/s": u, "frame_stack=4 rows/s": f, "pre-stacked memmap rows/s": m,
+            "frame_stack / uniform": f / u, "frame_stack / pre-stacked": f / m,
+            "ratio range (vs uniform)": "{:.2f}–{:.2f}".format(
+                *(lambda x: (min(x), max(x)))([b["rows_per_s"] / a["rows_per_s"] for a, b in zip(r_u, r_f, strict=True)])),
+            "pre-stacked range": "{:.0f}k–{:.0f}k".format(*(lambda x: (min(x) / 1e3, max(x) / 1e3))(
+                [r["rows_per_s"] for r in r_m])),
+            "store GiB": disk_bytes(path) / 2**30,
+            "pre-stacked obs+next_obs GiB": sum(os.path.getsize(npy / f"{x}4.npy") for x in ("obs", "next_obs")) / 2**30,
+            "frame_stack RssAnon MB": max(r["rss_anon_mb"] for r in r_f)})
+    results["framestack"] = rows_out
+    out.append(table("frame stacks: UniformSampler(frame_stack=4) vs pre-stacked memmap and uniform "
+                     "(images uint8[84,84], batch 32, all fields, warm cache)", rows_out, list(rows_out[0])))
+    print(out[-1], flush=True)
+    return rows_out
+
+
+def _weighted(work, args, sizes, out, results):
+    """Rows/s of WeightedSampler(weights="priority") against UniformSampler, batch 256, all
+    fields, same store (priority uniform in [0, 1)); the two take turns ``--rounds`` times
+    (medians shown). Also the time to build the sampler's block tree (reading the whole
+    field) and the weighted processes' peak anonymous memory."""
+    rows_out = []
+    for rows in sizes:
+        path = build(work, "vec", rows)
+        base = dict(path=str(path), batch=256, batches=400, reps=7, reader="store")
+        r_u, r_w = [], []
+        for _ in range(args.rounds):
+            r_u.append(run({**base, "sampler": "uniform"}))
+            r_w.append(run({**base, "sampler": "weighted"}))
+        u = float(np.median([r["rows_per_s"] for r in r_u]))
+        w = float(np.median([r["rows_per_s"] for r in r_w]))
+        ratios = [b["rows_per_s"] / a["rows_per_s"] for a, b in zip(r_u, r_w, strict=True)]
+        rows_out.append({"rows": f"{rows:,}", "uniform rows/s": u, "weighted rows/s": w,
+                         "weighted / uniform": w / u, "ratio range": f"{min(ratios):.2f}–{max(ratios):.2f}",
+                         "tree build s": float(np.median([r["index_seconds"] for r in r_w])),
+                         "uniform RssAnon MB": max(r["rss_anon_mb"] for r in r_u),
+                         "weighted RssAnon MB": max(r["rss_anon_mb"] for r in r_w)})
+    for r in rows_out:
+        r[f"weighted vs {sizes[0]:,} rows"] = r["weighted rows/s"] / rows_out[0]["weighted rows/s"]
+    results["weighted"] = rows_out
+    out.append(table("weighted: WeightedSampler(weights='priority') vs UniformSampler, batch 256, all fields "
+                     "(vector, warm cache)", rows_out,
+                     ["rows", "uniform rows/s", "weighted rows/s", "weighted / uniform", "ratio range",
+                      f"weighted vs {sizes[0]:,} rows", "tree build s", "uniform RssAnon MB",
+                      "weighted RssAnon MB"]))
     print(out[-1], flush=True)
     return rows_out
 
@@ -512,6 +642,138 @@ def _cold(work, args, sizes, out, results):
 
 def _pick(r: dict) -> dict:
     return {"rows/s": r["rows_per_s"], "RssAnon MB": r["rss_anon_mb"]}
+
+
+# --------------------------------------------------------------------------------------
+# prioritized replay
+# --------------------------------------------------------------------------------------
+PER_FIELDS = ["obs", "action", "reward", "next_obs", "terminated", "truncated"]
+
+
+def per_worker(spec: dict) -> dict:
+    """One process: ``reps`` rounds of ``batches`` batches of 256, each a sample then a
+    priority update with fresh |TD errors|; for replaystore, uniform batches of the same
+    fields from the same store take turns with the prioritized ones."""
+    rng = np.random.default_rng(0)
+    batch, nb, reps, lib = spec["batch"], spec["batches"], spec["reps"], spec["lib"]
+    npy = Path(spec["npy"])
+    if lib == "replaystore":
+        store = rs.open(spec["path"], "a")
+        uni = rs.UniformSampler(store, batch, seed=0, fields=PER_FIELDS)
+        per = rs.PrioritizedSampler(store, batch, alpha=0.6, beta=0.4, seed=0, fields=PER_FIELDS)
+
+        def step():
+            b = per.sample()
+            per.update_priorities(b["index"], rng.random(batch) + 1e-6)
+
+        def uniform():
+            uni.sample()
+    else:
+        data = {f: np.load(npy / f"{f}.npy", mmap_mode="r") for f in PER_FIELDS}
+        n = len(data["reward"])
+        if lib == "torchrl":
+            import torch
+            from tensordict import TensorDict
+            from torchrl.data import LazyMemmapStorage, PrioritizedReplayBuffer
+
+            torch.set_num_threads(1)
+            rb = PrioritizedReplayBuffer(alpha=0.6, beta=0.4, storage=LazyMemmapStorage(
+                n, scratch_dir=spec["scratch"]), batch_size=batch)
+            for a in range(0, n, 1 << 20):
+                b_ = min(n, a + (1 << 20))
+                rb.extend(TensorDict({f: torch.from_numpy(np.ascontiguousarray(v[a:b_])) for f, v in data.items()},
+                                     batch_size=[b_ - a]))
+
+            def step():
+                _, info = rb.sample(return_info=True)
+                rb.update_priority(info["index"], torch.from_numpy(rng.random(batch) + 1e-6).float())
+        elif lib == "cpprb":
+            import cpprb
+
+            env_dict = {"obs": {"shape": 8, "dtype": np.float32}, "next_obs": {"shape": 8, "dtype": np.float32},
+                        "action": {"dtype": np.int64}, "reward": {"dtype": np.float32},
+                        "terminated": {"dtype": np.bool_}, "truncated": {"dtype": np.bool_}}
+            rb = cpprb.PrioritizedReplayBuffer(n, env_dict, alpha=0.6)
+            for a in range(0, n, 1 << 20):
+                b_ = min(n, a + (1 << 20))
+                rb.add(**{f: np.asarray(v[a:b_]) for f, v in data.items()})
+
+            def step():
+                s_ = rb.sample(batch, beta=0.4)
+                rb.update_priorities(s_["indexes"], rng.random(batch) + 1e-6)
+        else:
+            raise ValueError(lib)
+        uniform = None
+    for _ in range(20):
+        step()
+        if uniform:
+            uniform()
+    r_per, r_uni = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(nb):
+            step()
+        r_per.append(nb * batch / (time.perf_counter() - t))
+        if uniform:
+            t = time.perf_counter()
+            for _ in range(nb):
+                uniform()
+            r_uni.append(nb * batch / (time.perf_counter() - t))
+    out = {"per": float(np.median(r_per)), "rss_anon_mb": rss_anon_kb() / 1024}
+    if r_uni:
+        out["uniform"] = float(np.median(r_uni))
+        out["ratios"] = [p / u for p, u in zip(r_per, r_uni, strict=True)]
+    return out
+
+
+def _run_with(python: str, spec: dict) -> dict:
+    cmd = [python, __file__, "--worker", json.dumps(spec)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _per(work, args, sizes, out, results):
+    """PrioritizedSampler (alpha 0.6, beta 0.4, batch 256, sample + update_priorities) against
+    UniformSampler on the same store in the same process (both reading the six transition
+    fields), and TorchRL's PrioritizedReplayBuffer(LazyMemmapStorage) and cpprb's
+    PrioritizedReplayBuffer holding the same rows, each in its own process."""
+    rows_out = []
+    peers = os.path.exists(args.peer_python)
+    for rows in sizes:
+        src = build(work, "vec", rows)
+        path = work / f"per_{rows}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(src, path)  # (the sampler writes its _priority array into the copy)
+        base = dict(task="per", path=str(path), npy=str(src.with_suffix(".npy")), batch=256,
+                    batches=200, reps=7, scratch=str(work / "torchrl-scratch"))
+        mine = [_run_with(sys.executable, {**base, "lib": "replaystore"}) for _ in range(args.rounds)]
+        row = {"rows": f"{rows:,}", "uniform rows/s": float(np.median([m["uniform"] for m in mine])),
+               "PER rows/s": float(np.median([m["per"] for m in mine]))}
+        ratios = [r for m in mine for r in m["ratios"]]
+        row["PER / uniform"] = float(np.median(ratios))
+        row["ratio range"] = f"{min(ratios):.2f}–{max(ratios):.2f}"
+        row["PER RssAnon MB"] = max(m["rss_anon_mb"] for m in mine)
+        for lib in ("torchrl", "cpprb"):
+            if not peers:
+                row[f"{lib} rows/s"] = "not installed"
+                continue
+            shutil.rmtree(work / "torchrl-scratch", ignore_errors=True)
+            r = _run_with(args.peer_python, {**base, "lib": lib, "reps": 3, "batches": 100})
+            row[f"{lib} rows/s"] = r.get("per", r.get("error"))
+            if "per" in r:
+                row[f"PER / {lib}"] = row["PER rows/s"] / r["per"]
+        shutil.rmtree(work / "torchrl-scratch", ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        rows_out.append(row)
+    results["per"] = rows_out
+    out.append(table("prioritized replay: sample + update_priorities, batch 256, alpha 0.6 (vector, warm cache)",
+                     rows_out, ["rows", "uniform rows/s", "PER rows/s", "PER / uniform", "ratio range",
+                                "torchrl rows/s", "PER / torchrl", "cpprb rows/s", "PER / cpprb",
+                                "PER RssAnon MB"]))
+    print(out[-1], flush=True)
+    return rows_out
 
 
 if __name__ == "__main__":

@@ -38,9 +38,9 @@ class BalancedSampler(Sampler):
     def __init__(self, store, by: Any, batch_size: int, *, seed=None,
                  class_weights: Mapping[Any, float] | None = None, fields=None,
                  key_fields=None, key_name: str | None = None, readahead="auto",
-                 n_step: int = 1, gamma: float | None = None) -> None:
+                 n_step: int = 1, gamma: float | None = None, frame_stack: int = 1) -> None:
         super().__init__(store, batch_size, seed=seed, fields=fields, readahead=readahead,
-                         n_step=n_step, gamma=gamma)
+                         n_step=n_step, gamma=gamma, frame_stack=frame_stack)
         self.by = by
         self.index = store.class_index(by, key_fields=key_fields, key_name=key_name)
         self.class_weights = dict(class_weights) if class_weights is not None else None

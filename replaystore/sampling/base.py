@@ -16,7 +16,9 @@ write buffer too, without flushing them. Blocks grow 1, 2, 4, ... batches up to
 
 ``n_step=`` and ``gamma=`` (any sampler but :class:`SequenceSampler`) turn each drawn row
 into an n-step transition: the draws are the same, the reader adds the window's discounted
-rewards (see :mod:`replaystore.sampling.nstep`).
+rewards (see :mod:`replaystore.sampling.nstep`). ``frame_stack=k`` (any sampler but
+:class:`SequenceSampler`, with or without ``n_step``) gives ``obs``/``next_obs`` as the
+``k`` most recent frames of the episode (see :mod:`replaystore.sampling.framestack`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from ..errors import EmptyStoreError, SamplerError
 from ..storage import TORN_RETRIES, ReplayStore
+from .framestack import FrameStackReader, check_frame_stack
 from .nstep import NStepReader, check_n_step
 
 __all__ = ["DRAW_AHEAD_ROWS", "Sampler", "as_generator"]
@@ -77,7 +80,10 @@ class Sampler(ABC):
     Everything else—reading, prefetching, state—lives here. ``n_step > 1`` (with ``gamma``)
     gives n-step returns; ``gamma`` with ``n_step=1`` adds ``discount`` and ``n_steps`` only.
 
+    ``frame_stack=k`` stacks the last ``k`` frames of ``obs`` and ``next_obs``.
+
     >>> # s = rs.UniformSampler(store, batch_size=256, n_step=3, gamma=0.99, seed=0)
+    >>> # s = rs.UniformSampler(store, batch_size=32, frame_stack=4, seed=0)  # obs (32, 4, 84, 84)
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class Sampler(ABC):
         readahead: bool | str = "auto",
         n_step: int = 1,
         gamma: float | None = None,
+        frame_stack: int = 1,
     ) -> None:
         if not isinstance(store, ReplayStore):
             raise SamplerError(f"expected a ReplayStore, got {type(store).__name__}")
@@ -100,8 +107,12 @@ class Sampler(ABC):
         self.rng = as_generator(seed)
         self.fields = store.schema.select(fields)
         self.n_step, self.gamma = check_n_step(n_step, gamma)
+        self.frame_stack = check_frame_stack(frame_stack)
         self.reader = (store.batch_reader(self.fields, readahead=readahead) if self.gamma is None
                        else NStepReader(store, self.fields, self.n_step, self.gamma, readahead=readahead))
+        if self.frame_stack > 1:
+            self.reader = FrameStackReader(store, self.fields, self.frame_stack, n_step=self.n_step,
+                                           gamma=self.gamma, readahead=readahead)
         self._ahead: _Ahead | None = None
 
     # -- what subclasses provide ----------------------------------------------------------
@@ -293,6 +304,7 @@ class Sampler(ABC):
             "rng": self.rng.bit_generator.state,
             "ahead": self._ahead_state(),
             **({} if self.gamma is None else {"n_step": self.n_step, "gamma": self.gamma}),
+            **({} if self.frame_stack == 1 else {"frame_stack": self.frame_stack}),
             **self._extra_state(),
         }
 
@@ -313,6 +325,9 @@ class Sampler(ABC):
         if got != (self.n_step, self.gamma):
             raise SamplerError(f"state_dict is from a sampler with (n_step, gamma) = {got}, "
                                f"this one has {(self.n_step, self.gamma)}")
+        if state.get("frame_stack", 1) != self.frame_stack:
+            raise SamplerError(f"state_dict is from a sampler with frame_stack={state.get('frame_stack', 1)!r}, "
+                               f"this one has frame_stack={self.frame_stack}")
         bg = state["rng"]
         if bg.get("bit_generator") != type(self.rng.bit_generator).__name__:
             self.rng = np.random.Generator(getattr(np.random, bg["bit_generator"])())
@@ -326,4 +341,6 @@ class Sampler(ABC):
 
     def __repr__(self) -> str:
         nstep = "" if self.gamma is None else f", n_step={self.n_step}, gamma={self.gamma}"
+        if self.frame_stack > 1:
+            nstep += f", frame_stack={self.frame_stack}"
         return f"{type(self).__name__}(store={str(self.store.path)!r}, batch_size={self.batch_size}{nstep})"

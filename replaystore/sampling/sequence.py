@@ -130,7 +130,13 @@ class SequenceSampler(Sampler):
     """
 
     def __init__(self, store, batch_size: int, length: int, *, stride: int = 1, pad: bool = True,
-                 seed=None, fields=None, readahead="auto", n_step: int = 1, gamma: float | None = None) -> None:
+                 seed=None, fields=None, readahead="auto", n_step: int = 1, gamma: float | None = None,
+                 frame_stack: int = 1) -> None:
+        if not (type(frame_stack) is int and frame_stack == 1):
+            raise SamplerError(
+                f"SequenceSampler does not stack frames (got frame_stack={frame_stack!r}): its windows "
+                "already hold consecutive rows (batch['obs'][:, j-k+1:j+1] are the k frames up to row j); "
+                "UniformSampler, BalancedSampler and WeightedSampler take frame_stack=")
         if not (type(n_step) is int and n_step == 1) or gamma is not None:
             raise SamplerError(
                 f"SequenceSampler does not compute n-step returns (got n_step={n_step!r}, gamma={gamma!r}): "

@@ -38,9 +38,9 @@ class UniformSampler(Sampler):
 
     def __init__(self, store, batch_size: int, *, seed=None, replacement: bool = True,
                  fields=None, readahead="auto", exact_shuffle_max_rows: int = EXACT_SHUFFLE_MAX_ROWS,
-                 n_step: int = 1, gamma: float | None = None) -> None:
+                 n_step: int = 1, gamma: float | None = None, frame_stack: int = 1) -> None:
         super().__init__(store, batch_size, seed=seed, fields=fields, readahead=readahead,
-                         n_step=n_step, gamma=gamma)
+                         n_step=n_step, gamma=gamma, frame_stack=frame_stack)
         self.replacement = bool(replacement)
         self._exact_max = int(exact_shuffle_max_rows)
         self.epoch = 0
