@@ -164,3 +164,46 @@ def test_data_loader_in_the_writers_own_process_sees_its_buffered_rows(tmp_path)
         ReplayDataset(tmp_path / "s", batch_size=8, sampler="nope")
     with pytest.raises(rs.ReplayStoreError):
         ReplayDataset(tmp_path / "missing", batch_size=8)
+
+
+def test_an_online_dqn_run_killed_midway_resumes_and_refuses_other_settings(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    code = textwrap.dedent(f"""
+        import gymnasium as gym, torch, replaystore as rs
+        from replaystore.agents import DQNAgent
+        torch.set_num_threads(1)
+        env = gym.make("CartPole-v1")
+        agent = DQNAgent.from_spaces(env.observation_space, env.action_space, seed=0, hidden=(32,))
+        store = rs.create({str(tmp_path / "cp.zarr")!r}, env.observation_space, env.action_space, capacity=5000)
+        rs.OnlineTrainer(env, agent, store, batch_size=16, learning_starts=200, commit_every=300,
+                         seed=0).train(steps=6000)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    run_dir = tmp_path / "cp.zarr.run"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if run_dir.is_dir() and any(n >= "state-000000000900" for n in os.listdir(run_dir)):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+    def trainer(store, lr=2.3e-3):
+        env = gym.make("CartPole-v1")
+        agent = DQNAgent.from_spaces(env.observation_space, env.action_space, seed=0, lr=lr, hidden=(32,))
+        return rs.OnlineTrainer(env, agent, store, batch_size=16, learning_starts=200, commit_every=300, seed=0)
+
+    store = rs.open(tmp_path / "cp.zarr", "a")
+    with pytest.raises(rs.ReplayStoreError, match=r"agent.lr: saved 0.0023, given 0.001"):
+        trainer(store, lr=1e-3).train(steps=6000, resume=True)
+    run = trainer(store)
+    result = run.train(steps=6000, resume=True)
+    assert result.resumed_from >= 900 and store.total == 6000
+    assert run.agent.updates == 6000 - 199  # (one update a step from the 200th row on, none twice)
+    store.close()

@@ -93,3 +93,13 @@ def test_learn_command_with_prioritized_replay(tmp_path):
     r = run_cli("learn", "CliffWalking-v1", "--buffer", tmp_path / "c.zarr", "--capacity", 5000, "--steps", 100,
                 "--prioritized", "--balanced-by", "action", "--out", tmp_path / "q2.npz")
     assert r.exit_code != 0 and "--balanced-by and --prioritized are two samplers" in r.output
+
+
+def test_the_tabular_agent_uses_an_n_step_batchs_discount():
+    agent = QLearningAgent(3, 1, alpha=1.0, gamma=0.5, alpha_schedule="constant")
+    agent.q[:] = [[0.0], [8.0], [0.0]]
+    batch = {"obs": np.array([0]), "action": np.array([0]), "reward": np.array([1.0]),
+             "next_obs": np.array([1]), "terminated": np.array([False]),
+             "discount": np.array([0.125], np.float32), "n_steps": np.array([3])}
+    agent.update(batch)
+    assert agent.q[0, 0] == 1.0 + 0.125 * 8.0  # (gamma**3, not gamma)

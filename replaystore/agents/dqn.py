@@ -212,13 +212,17 @@ class DQNAgent(Agent, saved_format="replaystore.DQNAgent", suffixes=(".pt",)):
             return {k: v.detach().cpu().numpy().copy() for k, v in sd.items()}
 
         opt = self.optimizer.state_dict()
-        return {"format_version": FORMAT_VERSION, "type": type(self).__name__, "config": self.config(),
+        # top-level plain values are the settings (a resumed online run must share them);
+        # what changes while learning sits in nested entries
+        settings = {k: v for k, v in self.config().items() if not isinstance(v, list)}
+        return {"format_version": FORMAT_VERSION, "type": type(self).__name__, **settings,
+                "config": self.config(),
                 "q": arrays(self.q.state_dict()), "target": arrays(self.target.state_dict()),
                 "optimizer": {"param_groups": json.loads(json.dumps(opt["param_groups"])),
                               "state": {str(k): {n: (t.detach().cpu().numpy().copy() if hasattr(t, "detach")
                                                      else t) for n, t in v.items()}
                                         for k, v in opt["state"].items()}},
-                "updates": self.updates, "rng": self._rng.bit_generator.state}
+                "progress": {"updates": self.updates}, "rng": self._rng.bit_generator.state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         torch = self._torch
@@ -238,7 +242,7 @@ class DQNAgent(Agent, saved_format="replaystore.DQNAgent", suffixes=(".pt",)):
             "param_groups": opt["param_groups"],
             "state": {int(k): {n: (torch.as_tensor(np.asarray(t)) if isinstance(t, np.ndarray) else t)
                                for n, t in v.items()} for k, v in opt["state"].items()}})
-        self.updates = int(state["updates"])
+        self.updates = int(state["progress"]["updates"])
         self._rng.bit_generator.state = state["rng"]
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -283,7 +283,7 @@ Discrete(16) x Discrete(4), which need shape (16, 4)
         1.0
         """
         weight = batch.get("weight")  # (prioritized replay: importance weights, td_error wanted)
-        if weight is None and "index" not in batch:
+        if weight is None and "index" not in batch and "discount" not in batch:
             fast = update_small(self, batch)  # (the compiled step, for batches as samplers give them)
             if fast is not None:
                 return fast
@@ -351,7 +351,9 @@ Discrete(16) x Discrete(4), which need shape (16, 4)
         # ``truncated`` does not change the rule: a cut episode still bootstraps.
         q = self.q if q is None else q
         bootstrap = np.where(terminated, 0.0, q[s2].max(axis=1))
-        td = r + self.gamma * bootstrap - q[s, a]
+        disc = batch.get("discount")  # (n-step batches: gamma ** steps taken, per row)
+        gamma = self.gamma if disc is None else np.asarray(disc, np.float64).reshape(-1)
+        td = r + gamma * bootstrap - q[s, a]
         return s * self.n_actions + a, td
 
     def _apply(self, cells: np.ndarray, k: np.ndarray, mean_td: np.ndarray) -> float:
