@@ -106,7 +106,7 @@ def test_the_tree_matches_a_brute_force_search():
     rng = np.random.default_rng(4)
     leaves = rng.exponential(1.0, 1000).astype(np.float32)
     leaves[rng.random(1000) < 0.4] = 0
-    t = SumTree(leaves.copy(), block=32)
+    t = SumTree(leaves.copy())
     cum = np.cumsum(leaves.astype(np.float64))
     u = rng.random(5000) * cum[-1]
     np.testing.assert_array_equal(t.draw(u), np.searchsorted(cum, u, side="right"))
@@ -118,6 +118,15 @@ def test_the_tree_matches_a_brute_force_search():
     leaves[slots] = vals
     np.testing.assert_allclose(t.total, leaves.astype(np.float64).sum(), rtol=1e-12)
     assert t.max_leaf == leaves.max()
+    top = int(np.argmax(leaves))  # lowering the largest leaf lowers the maximum
+    t.update(np.array([top]), np.array([0.0], np.float32))
+    leaves[top] = 0
+    assert t.max_leaf == leaves.max()
+    t.update(np.array([7]), np.array([50.0], np.float32))  # ... raising one raises it
+    assert t.max_leaf == 50.0
+    leaves[7] = 50.0  # every sum is recomputed from below: the same tree as one built afresh
+    np.testing.assert_array_equal(t._bt.tree, SumTree(leaves.copy())._bt.tree)
+    np.testing.assert_array_equal(t.draw(u), SumTree(leaves.copy()).draw(u))
 
 
 def test_same_seed_same_batches_and_state_dict_resumes(tmp_path):

@@ -152,8 +152,8 @@ class PrioritizedSampler(Sampler):
                                "needs a positive priority to be drawn")
         pr = self.priorities
         beta = float(self.beta(self.batches)) if callable(self.beta) else self.beta
-        logical, ids, weight = tree.draw_rows(self.rng.random(self.batch_size) * total, self._seen[0],
-                                              pr.capacity or 0, beta)
+        lo, hi = self._seen
+        logical, ids, weight = tree.draw_rows(self.rng.random(self.batch_size), lo, hi, pr.capacity or 0, beta)
         self.batches += 1
         return logical, ids, weight
 
