@@ -746,6 +746,8 @@ def _per(work, args, sizes, out, results):
         path = work / f"per_{rows}.zarr"
         shutil.rmtree(path, ignore_errors=True)
         shutil.copytree(src, path)  # (the sampler writes its _priority array into the copy)
+        subprocess.run(["sync"], check=False)  # (the copy's pages written back, then read warm)
+        warm_up(path)
         base = dict(task="per", path=str(path), npy=str(src.with_suffix(".npy")), batch=256,
                     batches=200, reps=7, scratch=str(work / "torchrl-scratch"))
         mine = [_run_with(sys.executable, {**base, "lib": "replaystore"}) for _ in range(args.rounds)]
