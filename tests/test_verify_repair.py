@@ -267,13 +267,19 @@ def test_sigkill_during_repair_leaves_the_old_or_the_repaired_store(tmp_path):
     rng = random.Random(12)
     import shutil
 
+    # how long one whole repair takes here (a subprocess, as below): the kills land inside it
+    shutil.copytree(base, tmp_path / "timing")
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "replaystore", "verify", str(tmp_path / "timing"), "--repair"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    whole = time.monotonic() - t0
     kills = 0
     for trial in range(6):
         path = tmp_path / f"s{trial}"
         shutil.copytree(base, path)
         proc = subprocess.Popen([sys.executable, "-m", "replaystore", "verify", str(path), "--repair"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 2.5))
+        time.sleep(rng.uniform(0.3, 0.95) * whole)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
