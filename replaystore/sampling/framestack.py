@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import RowIndexError, SamplerError
 from ..storage import ReplayStore
-from .nstep import EpisodeLinks, NStepReader
+from .nstep import EpisodeLinks, NStepReader, id_range_ints
 
 __all__ = ["FrameStackReader", "BackLinks", "check_frame_stack", "stacked_fields"]
 
@@ -59,19 +59,6 @@ def stacked_fields(store: ReplayStore, fields: Sequence[str]) -> tuple[str, ...]
     base = [f[len("next_"):] if f.startswith("next_obs") else f for f in fields
             if f == "obs" or f.startswith("obs.") or f == "next_obs" or f.startswith("next_obs.")]
     return tuple(f for f in dict.fromkeys(base) if f in names)
-
-
-def _rows(store: ReplayStore, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """``episode`` and ``step`` of the rows with global ids ``[a, b)``: committed, then buffered."""
-    total = store.total
-    parts = []
-    if a < total:
-        parts.append(store.read_ids(a, min(b, total), list(LINK_FIELDS)))
-    if b > total:
-        buf = store.buffered_rows(list(LINK_FIELDS))
-        parts.append({f: buf[f][max(a, total) - total : b - total] for f in LINK_FIELDS})
-    return tuple(np.asarray(parts[0][f] if len(parts) == 1 else np.concatenate([x[f] for x in parts]), np.int64)
-                 for f in LINK_FIELDS)
 
 
 class BackLinks:
@@ -109,7 +96,7 @@ class BackLinks:
             grown = np.empty(max(need, 2 * len(self.prv), 1024), np.int64)
             grown[: len(self.prv)] = self.prv
             self.prv = grown
-        ep, st = _rows(store, start, hi)
+        ep, st = id_range_ints(store, start, hi, LINK_FIELDS)
         gid = np.arange(start, hi, dtype=np.int64)
         self.prv[start - self.base : hi - self.base] = -1
         if len(ep) > 1 and not (ep[1:] >= ep[:-1]).all():

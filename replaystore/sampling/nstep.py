@@ -80,6 +80,20 @@ def check_n_step(n_step: Any, gamma: Any) -> tuple[int, float | None]:
     return int(n_step), float(gamma)
 
 
+def id_range_ints(store: ReplayStore, a: int, b: int, fields: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """The int64 ``fields`` of the rows with global ids ``[a, b)``, committed rows read in
+    order, then rows still in this process's write buffer (what the episode links need)."""
+    total = store.total
+    parts = []
+    if a < total:
+        parts.append(store.read_ids(a, min(b, total), list(fields)))
+    if b > total:
+        buf = store.buffered_rows(list(fields))
+        parts.append({f: buf[f][max(a, total) - total : b - total] for f in fields})
+    return tuple(np.asarray(parts[0][f] if len(parts) == 1 else np.concatenate([x[f] for x in parts]), np.int64)
+                 for f in fields)
+
+
 class EpisodeLinks:
     """For each stored row (by global id), the global id of the next stored row of its
     episode (-1: none yet). Built from the ``episode`` field when first asked, extended
@@ -137,15 +151,7 @@ class EpisodeLinks:
 
     def _episodes(self, a: int, b: int) -> np.ndarray:
         """``episode`` of the rows with global ids ``[a, b)``: committed, then buffered."""
-        store = self.store
-        total = store.total
-        parts = []
-        if a < total:
-            parts.append(store.read_ids(a, min(b, total), ["episode"])["episode"])
-        if b > total:
-            parts.append(store.buffered_rows(["episode"])["episode"][max(a, total) - total : b - total])
-        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return np.asarray(out, np.int64)
+        return id_range_ints(self.store, a, b, ("episode",))[0]
 
     def next(self, gid: np.ndarray) -> np.ndarray:
         """Global id of the next stored row of the episode of each row ``gid`` (-1: none)."""
