@@ -16,7 +16,15 @@ from .. import spaces as _spaces
 from ..errors import NotAStoreError, SchemaError, StoreExistsError, StoreModeError
 from . import layout
 from .backends import resolve
-from .metadata import FORMAT_VERSION, json_copy, load_meta, now_iso, package_version, write_group
+from .metadata import (
+    FORMAT_VERSION,
+    MAX_COUNT,
+    json_copy,
+    load_meta,
+    now_iso,
+    package_version,
+    write_group,
+)
 from .schema import SCALAR_FIELDS, Field, Schema
 from .store import ReplayStore
 
@@ -128,6 +136,7 @@ def create(
     info: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    first_episode: int = 0,
     **options: Any,
 ) -> ReplayStore:
     """Create a new store at ``path`` and return it open for appending.
@@ -137,6 +146,8 @@ def create(
     field, or per field when given as a dict. ``extra_fields`` adds user fields, e.g.
     ``[("label", "int64")]``. ``info`` is free-form JSON kept in the metadata. ``path`` may
     be an fsspec URL (``s3://bucket/buf.zarr``; ``storage_options`` go to fsspec).
+    ``first_episode`` is the id of the store's first episode (later ones count up from
+    it): stores filled side by side can be given disjoint episode ids.
 
     >>> import tempfile, gymnasium as gym
     >>> s = create(tempfile.mkdtemp() + "/s", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2))
@@ -152,6 +163,10 @@ def create(
         )
     root = loc.local if loc.local is not None else loc.name
     capacity = _check_capacity(capacity, root)
+    if (not isinstance(first_episode, int | np.integer) or isinstance(first_episode, bool)
+            or not 0 <= first_episode < MAX_COUNT - 1):
+        raise SchemaError(f"{root}: first_episode must be an int in [0, 2**62 - 1), got {first_episode!r}")
+    first_episode = int(first_episode)
     schema, spaces_json = _build_schema(
         observation_space, action_space, fields, extra_fields, chunk_rows, codecs
     )
@@ -176,7 +191,8 @@ def create(
         "env": {"id": env_id} if env_id else {},
         "info": info_copy,
     }
-    state = {"size": 0, "cursor": 0, "total": 0, "episode": 0, "step": 0, "next_episode": 1, "generation": 0}
+    state = {"size": 0, "cursor": 0, "total": 0, "episode": first_episode, "step": 0,
+             "next_episode": first_episode + 1, "generation": 0}
     write_group(loc, meta, state, fsync=True)
     return ReplayStore(loc, "a", **options)
 
