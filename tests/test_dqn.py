@@ -194,7 +194,9 @@ def test_an_online_dqn_run_killed_midway_resumes_and_refuses_other_settings(tmp_
     run_dir = tmp_path / "cp.zarr.run"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if run_dir.is_dir() and any(n >= "state-000000000900" for n in os.listdir(run_dir)):
+        # the state of step k is saved *before* the store commits row k, so the state of
+        # step 1200 on disk means the commit of step 900 has landed
+        if run_dir.is_dir() and any(n >= "state-000000001200" for n in os.listdir(run_dir)):
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
