@@ -115,6 +115,8 @@ class StoreSummary:
     """what the store's saved priorities (prioritized replay) are, if it has any"""
     frame_stacks: str | None = None
     """for image-like observations: the bytes of stacking 4 frames at sample time or at collection"""
+    shards: str | None = None
+    """for a sharded dataset: how many shards and their rows"""
 
     def lines(self) -> list[str]:
         env = self.env.get("id") or "-"
@@ -142,6 +144,8 @@ class StoreSummary:
         lines.append(f"  {'total':<60}{human_bytes(sum(f[-2] for f in self.fields)):>10}"
                      f"{human_bytes(sum(f[-1] for f in self.fields)):>10}")
         lines.append(f"size:           {self.size_line()}")
+        if self.shards is not None:
+            lines.append(f"shards:         {self.shards}")
         if self.priorities is not None:
             lines.append(f"priorities:     {self.priorities}")
         if self.frame_stacks is not None:
@@ -220,11 +224,22 @@ def summary(store: ReplayStore) -> StoreSummary:
         apparent=apparent,
         priorities=_priorities_line(store),
         frame_stacks=frames_line(store),
+        shards=_shards_line(store),
     )
 
 
+def _shards_line(store: Any) -> str | None:
+    rows = getattr(store, "shard_rows", None)
+    if rows is None:
+        return None
+    if not len(rows):
+        return "0 (a sharded dataset with no shards yet)"
+    return (f"{len(rows):,} (sharded dataset; rows per shard: min {int(rows.min()):,}, "
+            f"max {int(rows.max()):,})")
+
+
 def _priorities_line(store: ReplayStore) -> str | None:
-    p = store.saved_priorities()
+    p = store.saved_priorities() if hasattr(store, "saved_priorities") else None
     if p is None:
         return None
     state = "saved cleanly (checksums)" if p["clean"] else "not saved cleanly (in use, or a crash)"

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import EmptyStoreError, SamplerError
 from ..storage import TORN_RETRIES, ReplayStore
+from ..storage.dataset import ShardedDataset
 from .framestack import FrameStackReader, check_frame_stack
 from .nstep import NStepReader, check_n_step
 
@@ -98,8 +99,13 @@ class Sampler(ABC):
         gamma: float | None = None,
         frame_stack: int = 1,
     ) -> None:
-        if not isinstance(store, ReplayStore):
-            raise SamplerError(f"expected a ReplayStore, got {type(store).__name__}")
+        if not isinstance(store, ReplayStore | ShardedDataset):
+            raise SamplerError(f"expected a ReplayStore or a ShardedDataset, got {type(store).__name__}")
+        if isinstance(store, ShardedDataset) and (n_step != 1 or gamma is not None or frame_stack != 1):
+            raise SamplerError(
+                f"{store.path}: n_step, gamma and frame_stack read episodes within one store; "
+                "they are not supported over a sharded dataset yet (sample one shard: "
+                "dataset.shards[i])")
         if not isinstance(batch_size, int | np.integer) or isinstance(batch_size, bool) or batch_size <= 0:
             raise SamplerError(f"batch_size must be a positive int, got {batch_size!r}")
         self.store = store

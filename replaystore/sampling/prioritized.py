@@ -66,6 +66,10 @@ class PrioritizedSampler(Sampler):
     def __init__(self, store, batch_size: int, *, alpha: float = 0.6,
                  beta: float | Callable[[int], float] = 0.4, seed=None, fields=None,
                  readahead="auto", n_step: int = 1, gamma: float | None = None) -> None:
+        if not hasattr(store, "priorities"):
+            raise SamplerError(f"{getattr(store, 'path', store)}: prioritized replay keeps its "
+                               "priorities with one store; a sharded dataset has none (sample "
+                               "it with a UniformSampler, BalancedSampler or WeightedSampler)")
         super().__init__(store, batch_size, seed=seed, fields=fields, readahead=readahead,
                          n_step=n_step, gamma=gamma)
         clash = [k for k in ("index", "weight") if k in self.fields]

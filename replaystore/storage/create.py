@@ -28,7 +28,7 @@ from .metadata import (
 from .schema import SCALAR_FIELDS, Field, Schema
 from .store import ReplayStore
 
-__all__ = ["create"]
+__all__ = ["create", "new_meta", "write_new"]
 
 _SCALARS = tuple(Field(name, dtype) for name, dtype in SCALAR_FIELDS)
 
@@ -170,15 +170,24 @@ def create(
     schema, spaces_json = _build_schema(
         observation_space, action_space, fields, extra_fields, chunk_rows, codecs
     )
+    info_copy = json_copy(info or {}, root, "info")  # (bad info is refused before anything is touched)
     if loc.local is None:
         _clear_remote(loc, overwrite)
     else:
         _clear_local(root, overwrite)
     if capacity is not None:
         schema = _fit_ring(schema, capacity)
-    info_copy = json_copy(info or {}, root, "info")
-    _create_arrays(loc, schema, capacity)
-    meta = {
+    meta = new_meta(schema, spaces_json, capacity, env={"id": env_id} if env_id else {},
+                    info=info_copy)
+    write_new(loc, meta, first_episode)
+    return ReplayStore(loc, "a", **options)
+
+
+def new_meta(schema: Schema, spaces_json: Mapping[str, Any], capacity: int | None, *,
+             env: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``replaystore`` metadata document of a new store (also a sharded dataset's
+    template for its shards)."""
+    return {
         "format_version": FORMAT_VERSION,
         "created": {
             "replaystore_version": package_version(),
@@ -187,14 +196,20 @@ def create(
         },
         "capacity": capacity,
         "fields": schema.to_json(),
-        "spaces": spaces_json,
-        "env": {"id": env_id} if env_id else {},
-        "info": info_copy,
+        "spaces": dict(spaces_json),
+        "env": dict(env),
+        "info": dict(info),
     }
+
+
+def write_new(loc, meta: Mapping[str, Any], first_episode: int = 0) -> None:
+    """Write an empty store with metadata ``meta`` at the (empty) backend ``loc``: the
+    arrays first, the group ``zarr.json`` last (a store exists once that lands)."""
+    schema = Schema.from_json(meta["fields"])
+    _create_arrays(loc, schema, meta["capacity"])
     state = {"size": 0, "cursor": 0, "total": 0, "episode": first_episode, "step": 0,
              "next_episode": first_episode + 1, "generation": 0}
-    write_group(loc, meta, state, fsync=True)
-    return ReplayStore(loc, "a", **options)
+    write_group(loc, dict(meta), state, fsync=True)
 
 
 def _check_capacity(capacity: Any, root: Any) -> int | None:

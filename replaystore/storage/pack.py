@@ -52,6 +52,7 @@ from ..errors import (
     NotAStoreError,
     ReplayStoreError,
     StoreExistsError,
+    StoreModeError,
     StoreWriteError,
 )
 from ..progress import Progress, as_progress
@@ -229,6 +230,12 @@ def pack(
     """
     loc = resolve(src, storage_options)
     out = Path(out)
+    from .dataset import is_dataset
+
+    if is_dataset(loc):
+        raise StoreModeError(
+            f"{src}: is a sharded dataset; a .zip holds one store: merge its shards into one first "
+            f"(replaystore.merge(out, [{str(src)!r}]) or `replaystore merge one.zarr {src}`), then pack that")
     _check_pack_target(loc, src, out, overwrite)
     lock = loc.lock()
     try:

@@ -24,13 +24,13 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
 from .. import spaces as _spaces
-from ..errors import CorruptStoreError, RowIndexError, SchemaError, StoreModeError
+from ..errors import CorruptStoreError, NotAStoreError, RowIndexError, SchemaError, StoreModeError
 from . import frames, layout
 from .backends import Backend, resolve
 from .fieldio import ChunkCache, FieldIO, ZarrArrays, open_field
@@ -45,6 +45,9 @@ from .schema import Field, Schema
 from .validate import RowValidator
 from .writer import StoreWriter
 
+if TYPE_CHECKING:
+    from .dataset import ShardedDataset
+
 __all__ = ["ReplayStore", "open", "FORMAT_VERSION"]
 
 
@@ -54,17 +57,32 @@ def open(  # noqa: A001
     *,
     storage_options: Mapping[str, Any] | None = None,
     **options: Any,
-) -> ReplayStore:
+) -> ReplayStore | ShardedDataset:
     """Open an existing store: ``mode="r"`` to read, ``"a"`` to read and append.
 
     ``path`` is a directory, a ``.zip`` made by :func:`replaystore.pack` (read-only, used in
     place) or an fsspec URL such as ``s3://bucket/buf.zarr`` (``storage_options`` go to
     fsspec, e.g. ``{"endpoint_url": ...}``). Schema, spaces, capacity and counters come back
     from the metadata; appending in mode ``"a"`` continues where the last writer stopped.
+    A sharded dataset (:mod:`replaystore.storage.dataset`) opens as a
+    :class:`~replaystore.storage.dataset.ShardedDataset` that reads like one store.
     """
     if mode not in ("r", "a"):
         raise StoreModeError(f"{path}: mode must be 'r' or 'a', got {mode!r}")
-    return ReplayStore(path, mode, storage_options=storage_options, **options)
+    try:
+        return ReplayStore(path, mode, storage_options=storage_options, **options)
+    except NotAStoreError:
+        from .dataset import ShardedDataset, is_dataset
+
+        backend = resolve(path, storage_options)
+        if not is_dataset(backend):
+            raise
+    if mode != "r":
+        raise StoreModeError(
+            f"{path}: a sharded dataset is read as a whole (mode 'r') and written shard by "
+            "shard: rs.open(path).open_shard(i)",
+            cli=f"{path}: a sharded dataset is written shard by shard (replaystore collect --workers)")
+    return ShardedDataset(backend, **options)
 
 
 def _dig(doc: Any, *keys: str) -> Any:

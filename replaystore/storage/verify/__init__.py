@@ -148,6 +148,10 @@ def verify(path: str | os.PathLike, *, repair: bool = False) -> VerifyReport:
             "checksums); copy a remote store to a local directory first"
         )
     root = Path(path)
+    from ..dataset import is_dataset
+
+    if is_dataset(root):
+        return _verify_dataset(root, repair=repair)
     report = VerifyReport(str(root))
     lock = None
     if repair:
@@ -208,4 +212,43 @@ def _verify_zip(path: Path) -> VerifyReport:
         s.reason = here(s.reason)
     report.notes = problems + [here(n) for n in report.notes]  # (zip CRCs: damage too)
     report.ok = report.ok and not problems
+    return report
+
+
+def _verify_dataset(root: Path, *, repair: bool) -> VerifyReport:
+    """Verify (and repair) every shard of a sharded dataset: one report, each line naming
+    its shard. A shard directory whose creation was cut off (no ``zarr.json``) held no row;
+    it is noted (and, with ``repair``, removed)."""
+    import shutil
+
+    from ..dataset import _SHARD_NAME
+
+    report = VerifyReport(str(root))
+    shards = root / "shards"
+    names = sorted(os.listdir(shards)) if shards.is_dir() else []
+    repaired = []
+    for name in names:
+        if not _SHARD_NAME.match(name):
+            continue
+        d = shards / name
+        if not (d / "zarr.json").exists():
+            report.notes.append(f"{name}: a shard whose creation was cut off (no zarr.json, no rows)"
+                                + ("; removed" if repair else ""))
+            if repair:
+                shutil.rmtree(d)
+            continue
+        r = verify(d, repair=repair)
+        report.ok &= r.ok
+        report.rows += r.rows
+        report.rows_checked += r.rows_checked
+        report.blocks_checked += r.blocks_checked
+        report.problems += [f"{name}: {p}" for p in r.problems]
+        report.damage += r.damage
+        report.side += r.side
+        report.notes += [f"{name}: {n}" for n in r.notes]
+        if r.repaired:
+            repaired.append(f"{name}: {r.repaired}")
+        report.writer_pid = report.writer_pid or r.writer_pid
+    report.notes.insert(0, f"sharded dataset: {len([n for n in names if _SHARD_NAME.match(n)])} shards")
+    report.repaired = "; ".join(repaired) or None
     return report
