@@ -231,7 +231,7 @@ def collect_sharded(
             else:
                 cluster = distributed.LocalCluster(
                     n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                    dashboard_address=None)
+                    dashboard_address=":0")
                 client = distributed.Client(cluster)
         n_workers = len(client.scheduler_info().get("workers", {}))
         futures = [client.submit(collect_shard, s, key=f"replaystore-collect-{os.getpid()}-{t0}-{s['shard']}",

@@ -319,7 +319,7 @@ class ShardedDataset:
                                      "a dataset's shards are unbounded")
         theirs = {f["name"]: f for f in meta.get("fields", []) if isinstance(f, dict)}
         ours = {f["name"]: f for f in self._meta["fields"]}
-        for name in sorted(set(theirs) | set(ours)):
+        for name in [*ours, *(n for n in theirs if n not in ours)]:
             if theirs.get(name) != ours.get(name):
                 raise ShardMismatchError(
                     f"{where}: field {name!r} is {_describe(theirs.get(name))}; the dataset's "
@@ -334,9 +334,15 @@ class ShardedDataset:
             self._check_open()
             numbers = _list_shards(self._loc)
             shards_loc = _child(self._loc, _SHARDS)
+            found = []
             for i in numbers:
                 if i not in self._stores:
-                    store = ReplayStore(_child(shards_loc, shard_name(i)), "r", **self._options)
+                    try:
+                        store = ReplayStore(_child(shards_loc, shard_name(i)), "r", **self._options)
+                    except NotAStoreError:
+                        # on an object store zarr writes a bare group zarr.json first, and
+                        # the shard's own lands last: not a shard yet
+                        continue
                     try:
                         self._check_shard(i, store)
                     except BaseException:
@@ -345,7 +351,8 @@ class ShardedDataset:
                     self._stores[i] = store
                 else:
                     self._stores[i].refresh()
-            self._numbers = numbers
+                found.append(i)
+            self._numbers = numbers = found
             sizes = [self._stores[i].size for i in numbers]
             self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         return self

@@ -219,6 +219,7 @@ def _verify_dataset(root: Path, *, repair: bool) -> VerifyReport:
     """Verify (and repair) every shard of a sharded dataset: one report, each line naming
     its shard. A shard directory whose creation was cut off (no ``zarr.json``) held no row;
     it is noted (and, with ``repair``, removed)."""
+    import dataclasses
     import shutil
 
     from ..dataset import _SHARD_NAME
@@ -243,8 +244,9 @@ def _verify_dataset(root: Path, *, repair: bool) -> VerifyReport:
         report.rows_checked += r.rows_checked
         report.blocks_checked += r.blocks_checked
         report.problems += [f"{name}: {p}" for p in r.problems]
-        report.damage += r.damage
-        report.side += r.side
+        # (row numbers stay the shard's own; the field names the shard)
+        report.damage += [dataclasses.replace(d, field=f"{name}/{d.field}") for d in r.damage]
+        report.side += [dataclasses.replace(x, what=f"{name}: {x.what}") for x in r.side]
         report.notes += [f"{name}: {n}" for n in r.notes]
         if r.repaired:
             repaired.append(f"{name}: {r.repaired}")
