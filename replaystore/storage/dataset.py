@@ -164,8 +164,8 @@ def _child(loc: Backend, name: str) -> Backend:
 
 
 def _list_shards(loc: Backend) -> list[int]:
-    """Numbers of the shards whose ``zarr.json`` exists (hidden temporaries and anything
-    not named ``shard-NNNNN`` are ignored)."""
+    """Numbers of the shards (local: whose ``zarr.json`` exists; hidden temporaries and
+    anything not named ``shard-NNNNN`` are ignored)."""
     if loc.local is not None:
         d = loc.local / _SHARDS
         try:
@@ -180,12 +180,9 @@ def _list_shards(loc: Backend) -> list[int]:
         entries = fs.ls(base, detail=False)
     except FileNotFoundError:
         return []
-    found = []
-    for e in entries:
-        m = _SHARD_NAME.match(str(e).rstrip("/").rsplit("/", 1)[-1])
-        if m and fs.exists(f"{base}/{m.group(0)}/{layout.GROUP_META}"):
-            found.append(int(m.group(1)))
-    return sorted(found)
+    # (one LIST; a shard without its zarr.json yet is skipped when it is opened)
+    return sorted(int(m.group(1)) for e in entries
+                  if (m := _SHARD_NAME.match(str(e).rstrip("/").rsplit("/", 1)[-1])))
 
 
 class ShardedDataset:
