@@ -105,7 +105,7 @@ def pole(tmp_path_factory) -> Path:
 def test_commands_are_the_documented_ones():
     assert set(COMMANDS) == {"collect", "info", "head", "episodes", "sample", "train",
                              "evaluate", "demo", "verify", "pack", "unpack", "export", "import",
-                             "merge", "learn", "plot"}
+                             "merge", "learn", "plot", "sweep"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

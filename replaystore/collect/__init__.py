@@ -64,5 +64,7 @@ until their episode ends, and rows of episodes still running at the end are drop
 from ..errors import EnvError
 from .collector import Collector, collect
 from .config import BLOCK_STEPS, CollectorConfigError, CollectStats
+from .distributed import ShardedCollectStats, collect_sharded
 
-__all__ = ["collect", "Collector", "CollectStats", "EnvError", "CollectorConfigError", "BLOCK_STEPS"]
+__all__ = ["collect", "Collector", "CollectStats", "EnvError", "CollectorConfigError", "BLOCK_STEPS",
+           "collect_sharded", "ShardedCollectStats"]

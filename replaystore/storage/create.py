@@ -28,7 +28,7 @@ from .metadata import (
 from .schema import SCALAR_FIELDS, Field, Schema
 from .store import ReplayStore
 
-__all__ = ["create", "new_meta", "write_new"]
+__all__ = ["create", "new_meta", "write_new", "build_schema", "clear_local", "clear_remote"]
 
 _SCALARS = tuple(Field(name, dtype) for name, dtype in SCALAR_FIELDS)
 
@@ -52,7 +52,7 @@ def _per_field(option, name: str, default=None):
     return default if option is None else option
 
 
-def _build_schema(observation_space, action_space, fields, extra_fields, chunk_rows, codecs):
+def build_schema(observation_space, action_space, fields, extra_fields, chunk_rows, codecs):
     out: list[Field] = []
     spaces_json: dict[str, Any] = {}
     if fields is not None:
@@ -167,14 +167,14 @@ def create(
             or not 0 <= first_episode < MAX_COUNT - 1):
         raise SchemaError(f"{root}: first_episode must be an int in [0, 2**62 - 1), got {first_episode!r}")
     first_episode = int(first_episode)
-    schema, spaces_json = _build_schema(
+    schema, spaces_json = build_schema(
         observation_space, action_space, fields, extra_fields, chunk_rows, codecs
     )
     info_copy = json_copy(info or {}, root, "info")  # (bad info is refused before anything is touched)
     if loc.local is None:
-        _clear_remote(loc, overwrite)
+        clear_remote(loc, overwrite)
     else:
-        _clear_local(root, overwrite)
+        clear_local(root, overwrite)
     if capacity is not None:
         schema = _fit_ring(schema, capacity)
     meta = new_meta(schema, spaces_json, capacity, env={"id": env_id} if env_id else {},
@@ -220,7 +220,7 @@ def _check_capacity(capacity: Any, root: Any) -> int | None:
     return int(capacity)
 
 
-def _clear_local(root, overwrite: bool) -> None:
+def clear_local(root, overwrite: bool) -> None:
     """Refuse to create over anything but an empty directory, unless ``overwrite`` and it is
     a store (then it is deleted)."""
     if not root.exists():
@@ -270,7 +270,7 @@ def _create_arrays(loc, schema: Schema, capacity: int | None) -> None:
         )
 
 
-def _clear_remote(loc, overwrite: bool) -> None:
+def clear_remote(loc, overwrite: bool) -> None:
     """Refuse to create over anything at a URL, unless ``overwrite`` and it is a store."""
     if loc.is_empty():
         return

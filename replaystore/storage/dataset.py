@@ -52,9 +52,10 @@ from ..errors import (
 )
 from . import layout
 from .backends import Backend, resolve
-from .create import _build_schema, _clear_local, _clear_remote, new_meta, write_new
+from .create import build_schema, clear_local, clear_remote, new_meta, write_new
 from .metadata import FORMAT_VERSION, json_copy
 from .schema import Schema
+from .shardreaders import MergedClassIndex, ShardedBatchReader
 from .store import ReplayStore
 
 __all__ = ["DATASET_KEY", "ShardedDataset", "ShardMismatchError", "create_dataset", "open_dataset",
@@ -66,7 +67,7 @@ DATASET_KEY = "replaystore_dataset"
 SHARD_EPISODE_BITS = 32
 MAX_SHARDS = 100_000
 _SHARDS = "shards"
-_SHARD_NAME = re.compile(r"^shard-(\d{5})$")
+SHARD_NAME = re.compile(r"^shard-(\d{5})$")
 
 
 class ShardMismatchError(SchemaError):
@@ -108,7 +109,7 @@ def create_dataset(
     if not loc.writable or (loc.local is not None and loc.local.suffix.lower() == ".zip"):
         raise StoreModeError(f"{path}: a sharded dataset is a directory or a URL, not a .zip")
     root = loc.local if loc.local is not None else loc.name
-    schema, spaces_json = _build_schema(observation_space, action_space, fields, extra_fields,
+    schema, spaces_json = build_schema(observation_space, action_space, fields, extra_fields,
                                         chunk_rows, codecs)
     template = new_meta(schema, spaces_json, None, env=json_copy(dict(env or {}), root, "env"),
                         info=json_copy(dict(info or {}), root, "info"))
@@ -116,11 +117,11 @@ def create_dataset(
         if not loc.is_empty() and overwrite and _dataset_doc(loc) is not None:
             loc.delete_all()
         else:
-            _clear_remote(loc, overwrite)
+            clear_remote(loc, overwrite)
     elif overwrite and _dataset_doc(loc) is not None:
         shutil.rmtree(loc.local)
     else:
-        _clear_local(loc.local, overwrite)
+        clear_local(loc.local, overwrite)
     if loc.local is not None:
         loc.local.mkdir(parents=True, exist_ok=True)
     sub = _child(loc, _SHARDS)
@@ -172,7 +173,7 @@ def _list_shards(loc: Backend) -> list[int]:
             names = os.listdir(d)
         except FileNotFoundError:
             return []
-        return sorted(int(m.group(1)) for n in names if (m := _SHARD_NAME.match(n))
+        return sorted(int(m.group(1)) for n in names if (m := SHARD_NAME.match(n))
                       and (d / n / layout.GROUP_META).is_file())
     fs, base = loc.fs, f"{loc.root}/{_SHARDS}"
     fs.invalidate_cache(base)
@@ -182,7 +183,7 @@ def _list_shards(loc: Backend) -> list[int]:
         return []
     # (one LIST; a shard without its zarr.json yet is skipped when it is opened)
     return sorted(int(m.group(1)) for e in entries
-                  if (m := _SHARD_NAME.match(str(e).rstrip("/").rsplit("/", 1)[-1])))
+                  if (m := SHARD_NAME.match(str(e).rstrip("/").rsplit("/", 1)[-1])))
 
 
 class ShardedDataset:
@@ -566,80 +567,3 @@ def _describe(f: Any) -> str:
     if f is None:
         return "missing"
     return f"dtype {f.get('dtype')} shape {tuple(f.get('shape', ()))}"
-
-
-class MergedClassIndex:
-    """Class lists of a dataset: the shards' class indexes joined (the ``ClassIndex``
-    interface the balanced sampler reads: ``classes``, ``ids_view``, ``live_ranges``)."""
-
-    ring = None
-
-    def __init__(self, parts: Sequence[tuple[int, int, Any]], *, covered: int) -> None:
-        self.spec = parts[0][2].spec
-        self.covered = covered
-        lists: dict[int, list[np.ndarray]] = {}
-        for offset, rows, index in parts:
-            starts, counts = index.live_ranges(0, rows)
-            for j, c in enumerate(index.classes):
-                ids = index.gather(j, np.arange(starts[j], starts[j] + counts[j], dtype=np.int64))
-                lists.setdefault(int(c), []).append(ids + offset)
-        self.classes = sorted(lists)
-        self._ids = [np.concatenate(lists[c]).astype(np.int64) for c in self.classes]
-        self.counts = [len(a) for a in self._ids]
-
-    def ids_view(self, j: int) -> np.ndarray:
-        return self._ids[j]
-
-    def live_ranges(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        starts = np.array([np.searchsorted(a, lo) for a in self._ids], np.int64)
-        ends = np.array([np.searchsorted(a, hi) for a in self._ids], np.int64)
-        return starts, ends - starts
-
-    def gather(self, j: int, positions: np.ndarray) -> np.ndarray:
-        return self._ids[j][positions]
-
-
-class ShardedBatchReader:
-    """The samplers' batch reader of a dataset: each shard's own :class:`BatchReader` reads
-    its rows of the batch (memory-mapped where the shard's fields are), scattered into one
-    batch. Made for one snapshot layout; rebuilt when a refresh adds shards."""
-
-    def __init__(self, ds: ShardedDataset, fields: Sequence[str], *, readahead: bool | str = "auto") -> None:
-        self.ds = ds
-        self.fields = tuple(fields)
-        self.readahead = readahead
-        self._readers: dict[int, Any] = {}
-
-    def _reader_of(self, p: int) -> Any:
-        i = self.ds._numbers[p]
-        r = self._readers.get(i)
-        if r is None:
-            r = self._readers[i] = self.ds._stores[i].batch_reader(self.fields, readahead=self.readahead)
-        return r
-
-    def read(self, indices: np.ndarray) -> dict[str, np.ndarray] | None:
-        ds = self.ds
-        with ds._lock:
-            idx = np.asarray(indices, np.int64)
-            readers = _LazyReaders(self)
-            return ds._gather_rows(idx, self.fields, None, readers)  # type: ignore[arg-type]
-
-    def will_need(self, indices: np.ndarray) -> None:
-        ds = self.ds
-        with ds._lock:
-            idx = np.asarray(indices, np.int64)
-            if not len(idx) or int(idx.max()) >= len(ds):
-                return
-            pos, local = ds._split(idx)
-            for p in np.unique(pos):
-                r = self._reader_of(int(p))
-                if hasattr(r, "will_need"):
-                    r.will_need(local[pos == p])
-
-
-class _LazyReaders:
-    def __init__(self, owner: ShardedBatchReader) -> None:
-        self.owner = owner
-
-    def __getitem__(self, p: int) -> Any:
-        return self.owner._reader_of(p)

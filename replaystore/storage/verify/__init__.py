@@ -222,14 +222,14 @@ def _verify_dataset(root: Path, *, repair: bool) -> VerifyReport:
     import dataclasses
     import shutil
 
-    from ..dataset import _SHARD_NAME
+    from ..dataset import SHARD_NAME
 
     report = VerifyReport(str(root))
     shards = root / "shards"
     names = sorted(os.listdir(shards)) if shards.is_dir() else []
     repaired = []
     for name in names:
-        if not _SHARD_NAME.match(name):
+        if not SHARD_NAME.match(name):
             continue
         d = shards / name
         if not (d / "zarr.json").exists():
@@ -251,6 +251,6 @@ def _verify_dataset(root: Path, *, repair: bool) -> VerifyReport:
         if r.repaired:
             repaired.append(f"{name}: {r.repaired}")
         report.writer_pid = report.writer_pid or r.writer_pid
-    report.notes.insert(0, f"sharded dataset: {len([n for n in names if _SHARD_NAME.match(n)])} shards")
+    report.notes.insert(0, f"sharded dataset: {len([n for n in names if SHARD_NAME.match(n)])} shards")
     report.repaired = "; ".join(repaired) or None
     return report
