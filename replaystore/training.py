@@ -391,6 +391,7 @@ def train_store(
             result = trainer.train(updates=updates, epochs=epochs, tol=tol, max_updates=max_updates,
                                    eval_env=env_id if eval_every else None, env_kwargs=kwargs,
                                    eval_every=eval_every, eval_episodes=eval_episodes,
+                                   eval_seed=10_000 + seed,  # (seed 0: the trainer's default)
                                    log_csv=log_csv, log_every=log_every, progress=progress)
         except TrainInterrupted as exc:
             if out is not None:
