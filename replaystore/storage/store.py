@@ -590,3 +590,11 @@ class ReplayStore:
     def nbytes_on_disk(self) -> dict[str, int]:
         """Bytes each field's files occupy on disk (sparse regions not counted)."""
         return {f.name: self._backend.disk_usage(f.name + "/") for f in self.schema}
+
+    def to_dask(self, fields=None) -> dict:
+        from .daskarrays import to_dask  # field -> dask array of the committed rows (see there)
+        return to_dask(self, fields)
+
+    def to_dask_dataframe(self, fields=None, *, max_columns_per_field: int = 64):
+        from .daskarrays import to_dask_dataframe  # the to_pandas columns, lazily (see there)
+        return to_dask_dataframe(self, fields, max_columns_per_field=max_columns_per_field)
