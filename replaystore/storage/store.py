@@ -20,6 +20,7 @@ store, plus a :class:`~replaystore.storage.writer.StoreWriter` in mode ``"a"``, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 
 from .. import spaces as _spaces
 from ..errors import CorruptStoreError, NotAStoreError, RowIndexError, SchemaError, StoreModeError
-from . import frames, layout
+from . import exitclose, frames, layout
 from .backends import Backend, resolve
 from .fieldio import ChunkCache, FieldIO, ZarrArrays, open_field
 from .index import ClassIndex
@@ -64,8 +65,7 @@ def open(  # noqa: A001
     place) or an fsspec URL such as ``s3://bucket/buf.zarr`` (``storage_options`` go to
     fsspec, e.g. ``{"endpoint_url": ...}``). Schema, spaces, capacity and counters come back
     from the metadata; appending in mode ``"a"`` continues where the last writer stopped.
-    A sharded dataset (:mod:`replaystore.storage.dataset`) opens as a
-    :class:`~replaystore.storage.dataset.ShardedDataset` that reads like one store.
+    A sharded dataset opens as a :class:`~replaystore.storage.dataset.ShardedDataset`.
     """
     if mode not in ("r", "a"):
         raise StoreModeError(f"{path}: mode must be 'r' or 'a', got {mode!r}")
@@ -155,6 +155,7 @@ class ReplayStore:
             hugepages=self._hugepages)
         if self._writer is not None:
             self._writer.indexes = self._indexes
+            exitclose.track(self)
         self._priorities: Priorities | None = None
         self._fsync = fsync
         self._closed = False
@@ -331,6 +332,7 @@ class ReplayStore:
                 self._priorities.flush(self.total)
         finally:
             self._closed = True
+            exitclose.untrack(self)
             if self._priorities is not None:
                 self._priorities.close()
             for fio in self._fields.values():
@@ -343,11 +345,9 @@ class ReplayStore:
             self._backend.close()
 
     def __del__(self) -> None:  # best effort: never lose buffered rows silently
-        try:
+        with contextlib.suppress(Exception):
             if not self._closed and self._writer is not None:
                 self.close()
-        except Exception:
-            pass
 
     # -- appending ------------------------------------------------------------------------
     def _require_writable(self) -> StoreWriter:
