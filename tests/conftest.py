@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,54 @@ import replaystore as rs
 from replaystore.progress import Progress
 from replaystore.spaces import flatten_space
 from replaystore.storage.pack import RUNTIME_FILES
+
+
+def _memory_temp_root(root: str = "/dev/shm", min_free: int = 4 << 30) -> str | None:
+    """``root`` when it is a writable, executable tmpfs with ``min_free`` bytes free, else None.
+
+    >>> _memory_temp_root("/nonexistent") is None
+    True
+    """
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = {m[1]: (m[2], m[3].split(",")) for m in (ln.split() for ln in f) if len(m) > 3}
+        kind, options = mounts[root]
+        st = os.statvfs(root)
+    except (OSError, KeyError):
+        return None
+    if kind != "tmpfs" or "noexec" in options or not os.access(root, os.W_OK | os.X_OK):
+        return None
+    return root if st.f_bavail * st.f_frsize >= min_free else None
+
+
+# Every temporary directory of the tests (pytest's tmp_path, tempfile, and the subprocesses
+# the tests start, which inherit TMPDIR) is on a tmpfs when there is one and TMPDIR names no
+# other place. The store fsyncs each commit, and on this machine's virtual disk an fsync
+# costs ~1 ms (more while other processes write): a run of the suite spent most of its
+# time waiting on fsync. On a tmpfs fsync returns at once; nothing a test checks depends on
+# the data reaching a disk (a SIGKILLed writer's page cache survives it either way).
+# Set TMPDIR to run the tests on another file system.
+if not os.environ.get("TMPDIR") and (_shm := _memory_temp_root()):
+    os.environ["TMPDIR"] = _shm
+    tempfile.tempdir = None  # (gettempdir() caches its first answer)
+
+# Bytecode is cached (in the checkout's __pycache__ directories, which git ignores), so the
+# interpreters the tests start share it. This machine's environment sets
+# PYTHONDONTWRITEBYTECODE, so each of the hundreds of `python -m replaystore` subprocesses
+# (and each spawned worker) compiled the package from source again, ~0.15 s of CPU apiece,
+# and pytest rewrote every test module again on every run.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    sys.dont_write_bytecode = False
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto`` (pyproject's addopts): 2 for a whole run (the machines have 2
+    cores; a run spends its time on CPU, in this process and in the ones its tests start),
+    none when tests are named on the command line (a worker costs seconds to start)."""
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        return 0
+    return min(2, len(os.sched_getaffinity(0)))
+
 
 # deterministic property tests: CI and every developer see the same examples
 _hyp_settings.register_profile("replaystore", derandomize=True, deadline=None, print_blob=True)

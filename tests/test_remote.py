@@ -41,8 +41,10 @@ def s3_endpoint():
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem().mkdir("replays")
+    # (moto keeps its buckets per process: another module's server may have made this one)
+    s3fs.S3FileSystem().makedirs("replays", exist_ok=True)
     yield endpoint
+    s3fs.S3FileSystem().rm("replays", recursive=True)  # (the bucket too: leave none for others)
     server.stop()
     for k, v in old.items():
         if v is None:
