@@ -415,8 +415,11 @@ def test_a_ring_another_process_writes_never_gives_a_torn_or_crossed_stack(tmp_p
         samplers = [rs.UniformSampler(store, batch_size=64, frame_stack=K, seed=0),
                     rs.UniformSampler(store, batch_size=64, frame_stack=K, n_step=3, gamma=0.5, seed=1)]
         batches = 0
-        t_end = time.monotonic() + 2.5
-        while time.monotonic() < t_end:
+        # 2.5 s of reading, and on a busy machine on (for at most a minute) until the ring has
+        # turned over twice and more than 20 batches were checked: what is asserted below
+        t_end, t_cap = time.monotonic() + 2.5, time.monotonic() + 60
+        while time.monotonic() < t_end or (
+                (store.total - first <= 2 * 400 or batches <= 20) and time.monotonic() < t_cap):
             store.refresh()
             for s in samplers:
                 b = s.sample()

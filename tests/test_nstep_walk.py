@@ -185,8 +185,11 @@ def test_a_ring_another_process_writes_never_gives_a_torn_window(tmp_path):
         first = store.total
         s = rs.UniformSampler(store, 128, n_step=4, gamma=0.8, seed=0)
         batches = full = rows = 0
-        t_end = time.monotonic() + 2.5
-        while time.monotonic() < t_end:
+        # 2.5 s of reading, and on a busy machine on (for at most a minute) until the ring has
+        # turned over twice and more than 20 batches were checked: what is asserted below
+        t_end, t_cap = time.monotonic() + 2.5, time.monotonic() + 60
+        while time.monotonic() < t_end or (
+                (store.total - first <= 2 * 4096 or batches <= 20) and time.monotonic() < t_cap):
             store.refresh()
             b = s.sample()
             g0 = b["obs"][:, 0].astype(np.int64)  # the drawn row's id, from its obs
