@@ -89,6 +89,35 @@ _hyp_settings.load_profile("replaystore")
 SCALAR_FIELDS = ("reward", "terminated", "truncated", "episode", "step")
 
 
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 API server on 127.0.0.1, with credentials and endpoint in the environment
+    (the way a user points replaystore at MinIO or any S3-compatible store); a bucket
+    ``replays``."""
+    s3fs = pytest.importorskip("s3fs", reason="s3:// needs s3fs: pip install 'replaystore[s3]'")
+    moto_server = pytest.importorskip("moto.server", reason="the S3 tests need moto[server]")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    # (moto keeps its buckets per process: another module's server may have made this one)
+    s3fs.S3FileSystem().makedirs("replays", exist_ok=True)
+    yield endpoint
+    s3fs.S3FileSystem().rm("replays", recursive=True)  # (the bucket too: leave none for others)
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @pytest.fixture
 def tmp_store_path(tmp_path: Path) -> Path:
     """A path where a store can be created (does not exist yet)."""

@@ -204,39 +204,19 @@ def test_store_at_an_fsspec_url(tmp_path):
             fs.rm(url, recursive=True)
 
 
-def test_store_on_s3(tmp_path):
+def test_store_on_s3(tmp_path, s3_endpoint):
     """s3:// against a real S3 API server on loopback (moto's), credentials from the env."""
-    s3fs = pytest.importorskip("s3fs")
-    server = pytest.importorskip("moto.server").ThreadedMotoServer(ip_address="127.0.0.1", port=0,
-                                                                    verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        s3fs.S3FileSystem.clear_instance_cache()
-        s3fs.S3FileSystem().mkdir("dask")
-        url = "s3://dask/ring.zarr"
-        with rs.create(url, STD_OBS, STD_ACT, capacity=256, chunk_rows=128, codecs={"obs": "zstd:3"}) as w:
-            w.extend(std_batch(0, 330, term_every=7))  # one commit that wraps the ring
-        s = rs.open(url)
-        assert s.cursor == 74
-        arrays = s.to_dask()
-        _assert_arrays_match(arrays, read_all(s))
-        assert arrays["reward"].compute().tolist() == list(range(74, 330))
-        frame = s.to_dask_dataframe(fields=["episode", "reward"])
-        pd.testing.assert_frame_equal(frame.compute(), s.to_pandas(fields=["episode", "reward"]))
-        s.close()
-    finally:
-        server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        s3fs.S3FileSystem.clear_instance_cache()
+    url = "s3://replays/to-dask/ring.zarr"
+    with rs.create(url, STD_OBS, STD_ACT, capacity=256, chunk_rows=128, codecs={"obs": "zstd:3"}) as w:
+        w.extend(std_batch(0, 330, term_every=7))  # one commit that wraps the ring
+    s = rs.open(url)
+    assert s.cursor == 74
+    arrays = s.to_dask()
+    _assert_arrays_match(arrays, read_all(s))
+    assert arrays["reward"].compute().tolist() == list(range(74, 330))
+    frame = s.to_dask_dataframe(fields=["episode", "reward"])
+    pd.testing.assert_frame_equal(frame.compute(), s.to_pandas(fields=["episode", "reward"]))
+    s.close()
 
 
 class _Sharded:

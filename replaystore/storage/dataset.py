@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from .schema import Schema
 from .shardreaders import MergedClassIndex, ShardedBatchReader
 from .store import ReplayStore
 
-__all__ = ["DATASET_KEY", "ShardedDataset", "ShardMismatchError", "create_dataset", "open_dataset",
+__all__ = ["DATASET_KEY", "ShardedDataset", "ShardMismatchError", "NotADatasetError", "refuse_appending", "create_dataset", "open_dataset",
            "is_dataset", "SHARD_EPISODE_BITS", "MAX_SHARDS"]
 
 #: the root group attribute that marks a sharded dataset
@@ -72,6 +72,22 @@ SHARD_NAME = re.compile(r"^shard-(\d{5})$")
 
 class ShardMismatchError(SchemaError):
     """A shard of a sharded dataset does not match the dataset's fields or spaces."""
+
+
+class NotADatasetError(NotAStoreError):
+    """The path holds no sharded dataset (nor, for ``rs.open``, a store)."""
+
+
+def refuse_appending(loc: Backend, mode: str) -> None:
+    """:func:`replaystore.open` in mode ``"a"``: :class:`StoreModeError` for a dataset,
+    :class:`NotADatasetError` for anything else (one read of ``zarr.json``)."""
+    if mode != "r" and _dataset_doc(loc) is not None:
+        raise StoreModeError(
+            f"{loc}: a sharded dataset is read as a whole (mode 'r') and written shard by "
+            "shard: rs.open(path).open_shard(i)",
+            cli=f"{loc}: a sharded dataset is written shard by shard (replaystore collect --workers)")
+    if mode != "r":
+        raise NotADatasetError(f"{loc}: not a sharded dataset")
 
 
 def shard_name(i: int) -> str:
@@ -206,7 +222,7 @@ class ShardedDataset:
         self.path: Path | str = loc.local or loc.name
         template = _dataset_doc(loc)
         if template is None:
-            raise NotAStoreError(f"{self.path}: not a replaystore sharded dataset")
+            raise NotADatasetError(f"{self.path}: not a replaystore sharded dataset")
         if not isinstance(template, dict) or not isinstance(template.get("fields"), list):
             raise NotAStoreError(f"{self.path}/zarr.json: '{DATASET_KEY}' has no field list")
         version = template.get("format_version")
@@ -414,7 +430,8 @@ class ShardedDataset:
             return self._gather_rows(idx, names, out)
 
     def _gather_rows(self, idx: np.ndarray, names: Sequence[str],
-                     out: dict[str, np.ndarray] | None = None, readers: dict | None = None) -> dict:
+                     out: dict[str, np.ndarray] | None = None,
+                     reader_of: Callable[[int], Any] | None = None) -> dict:
         if out is None:
             out = {n: np.empty((len(idx), *self.schema[n].shape), self.schema[n].dtype) for n in names}
         if not len(idx):
@@ -426,8 +443,8 @@ class ShardedDataset:
             sel = order[bounds[p]:bounds[p + 1]]
             if not len(sel):
                 continue
-            if readers is not None:
-                part = readers[p].read(local[sel])
+            if reader_of is not None:  # (a sampler's: the shard's own batch reader)
+                part = reader_of(p).read(local[sel])
                 if part is None:  # (unbounded shards never tear; kept for the protocol)
                     return None  # type: ignore[return-value]
             else:
@@ -488,15 +505,8 @@ class ShardedDataset:
     def torn(self, logical: np.ndarray) -> bool:
         return False
 
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        if isinstance(key, slice):
-            start, stop, step = key.indices(len(self))
-            if step == 1:
-                return self.read_range(start, stop)
-            return self.read(np.arange(start, stop, step, dtype=np.int64))
-        if isinstance(key, int | np.integer):
-            return {k: v[0] for k, v in self.read([int(key)]).items()}
-        return self.read(key)
+    #: ``ds[i]`` one row, ``ds[a:b]`` rows as arrays: exactly as a store's
+    __getitem__ = ReplayStore.__getitem__
 
     def batch_reader(self, fields: Sequence[str], *, readahead: bool | str = "auto") -> ShardedBatchReader:
         """A reader of batches of ``fields`` over every shard (for samplers)."""

@@ -67,8 +67,7 @@ class ShardedBatchReader:
         ds = self.ds
         with ds._lock:
             idx = np.asarray(indices, np.int64)
-            readers = _LazyReaders(self)
-            return ds._gather_rows(idx, self.fields, None, readers)  # type: ignore[arg-type]
+            return ds._gather_rows(idx, self.fields, None, self._reader_of)
 
     def will_need(self, indices: np.ndarray) -> None:
         ds = self.ds
@@ -81,11 +80,3 @@ class ShardedBatchReader:
                 r = self._reader_of(int(p))
                 if hasattr(r, "will_need"):
                     r.will_need(local[pos == p])
-
-
-class _LazyReaders:
-    def __init__(self, owner: ShardedBatchReader) -> None:
-        self.owner = owner
-
-    def __getitem__(self, p: int) -> Any:
-        return self.owner._reader_of(p)

@@ -71,18 +71,15 @@ def open(  # noqa: A001
         raise StoreModeError(f"{path}: mode must be 'r' or 'a', got {mode!r}")
     try:
         return ReplayStore(path, mode, storage_options=storage_options, **options)
-    except NotAStoreError:
-        from .dataset import ShardedDataset, is_dataset
+    except NotAStoreError as not_a_store:  # (a plain store never gets here)
+        from .dataset import NotADatasetError, ShardedDataset, refuse_appending
 
         backend = resolve(path, storage_options)
-        if not is_dataset(backend):
-            raise
-    if mode != "r":
-        raise StoreModeError(
-            f"{path}: a sharded dataset is read as a whole (mode 'r') and written shard by "
-            "shard: rs.open(path).open_shard(i)",
-            cli=f"{path}: a sharded dataset is written shard by shard (replaystore collect --workers)")
-    return ShardedDataset(backend, **options)
+        try:
+            refuse_appending(backend, mode)
+            return ShardedDataset(backend, **options)
+        except NotADatasetError:
+            raise not_a_store from None
 
 
 def _dig(doc: Any, *keys: str) -> Any:
