@@ -157,3 +157,10 @@ class PlotError(ReplayStoreError, ValueError):
 
 
 __all__.append("PlotError")
+
+
+class SchedulerError(ReplayStoreError, ConnectionError):
+    """The Dask scheduler could not be reached, or a task kept killing its workers."""
+
+
+__all__.append("SchedulerError")

@@ -6,7 +6,7 @@ Each task is one :func:`~replaystore.training.train_store` run (what ``replaysto
 does) on a worker: it opens the store read-only itself (tasks get the path, never a store
 object), trains with its seed and parameters, evaluates the greedy policy in the store's
 env as ``train --eval-every`` does at the end of a run (``evaluate_episodes`` episodes,
-seeded from 10,000 like every training evaluation) and sends back a few numbers. A task
+seeded ``10_000 + seed`` like ``train``'s evaluations) and sends back a few numbers. A task
 whose worker dies is run again by Dask; a task that raises is retried ``retries`` times.
 The table's rows are in grid order, seeds innermost, whatever the number of workers, and
 every column but :data:`TIMING_COLUMNS` is the same on 1 or 100 workers.
@@ -49,7 +49,7 @@ from .errors import (
     EnvError,
     InteropError,
     MissingExtraError,
-    ReplayStoreError,
+    SchedulerError,
 )
 from .progress import Progress, as_progress
 from .storage import open as open_store
@@ -91,10 +91,6 @@ _BY_AGENT = {"q": ("alpha", "alpha_schedule"), "dqn": ("lr",), "cql": ("lr", "cq
 _COMMON = ("gamma", "batch_size", "updates", "epochs", "tol", "max_updates")
 # fixed settings of every run that are not hyperparameters of a grid
 _FIXED = ("balanced_by", "env_id", "env_kwargs", "trust_env_id")
-
-
-class SchedulerError(ReplayStoreError, ConnectionError):
-    """The Dask scheduler could not be reached, or a task kept killing its workers."""
 
 
 def _real(v: Any) -> bool:
